@@ -1,0 +1,253 @@
+r"""Action distributions in their own parameters φ, with hand-written derivatives.
+
+Diagonal Gaussian, φ = (μ, log σ), state-independent log σ:
+
+==========================================================================  ===============================
+equation                                                                    function
+==========================================================================  ===============================
+:math:`\log p(a) = \sum_i -\tfrac12((a_i-\mu_i)/\sigma_i)^2 - \log\sigma_i - \tfrac12\log 2\pi`
+                                                                            :meth:`DiagGaussian.log_prob`
+:math:`\partial \log p/\partial\mu_i = (a_i-\mu_i)/\sigma_i^2`,
+:math:`\partial \log p/\partial\log\sigma_i = ((a_i-\mu_i)/\sigma_i)^2 - 1`   :meth:`DiagGaussian.log_prob_grad`
+:math:`H = \sum_i \log\sigma_i + \tfrac12(1+\log 2\pi)`                     :meth:`DiagGaussian.entropy`
+:math:`KL(p\|q) = \sum_i \log(\sigma_{1i}/\sigma_{0i}) + (\sigma_{0i}^2 + (\mu_{0i}-\mu_{1i})^2)/(2\sigma_{1i}^2) - \tfrac12`
+                                                                            :meth:`DiagGaussian.kl`
+:math:`\partial KL/\partial(\mu_1, \log\sigma_1)`, :math:`\partial KL/\partial(\mu_0, \log\sigma_0)`
+                                                                            :meth:`DiagGaussian.kl_grad_q`, :meth:`DiagGaussian.kl_grad_p`
+:math:`M = \mathrm{diag}(1/\sigma^2, 2)`                                    :meth:`DiagGaussian.fisher_product`
+==========================================================================  ===============================
+
+Categorical, φ = logits z, p = softmax(z):
+
+==========================================================================  ===============================
+:math:`\log p_k = z_k - \max z - \log\sum_j e^{z_j - \max z}`                :meth:`Categorical.log_softmax`
+:math:`\log p(a)`, :math:`\partial\log p(a)/\partial z = e_a - p`            :meth:`Categorical.log_prob`, :meth:`Categorical.log_prob_grad`
+:math:`H = -\sum_k p_k\log p_k`, :math:`\partial H/\partial z = -p\odot(\log p + H)`
+                                                                            :meth:`Categorical.entropy`, :meth:`Categorical.entropy_grad`
+:math:`KL(p\|q) = \sum_k p_k(\log p_k - \log q_k)`                          :meth:`Categorical.kl`
+:math:`\partial KL/\partial y = q - p`,
+:math:`\partial KL/\partial z = p\odot(d - p^\top d)`, :math:`d = \log p - \log q`
+                                                                            :meth:`Categorical.kl_grad_q`, :meth:`Categorical.kl_grad_p`
+:math:`M u = p\odot u - p\,(p^\top u)`  (M = diag(p) − p pᵀ)                :meth:`Categorical.fisher_product`
+==========================================================================  ===============================
+
+All reductions over action dimensions are sums (the joint density of a
+diagonal Gaussian).  Every function takes and returns arrays of one
+namespace; sampling draws its noise on the host.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import backend
+
+__all__ = ["DiagGaussian", "Categorical"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+class DiagGaussian:
+    r"""Diagonal Gaussian N(μ, diag σ²) with a state-independent log σ.
+
+    Shapes: ``mean_na`` (N, A), ``log_std_a`` (A,), ``act_na`` (N, A).
+    """
+
+    @staticmethod
+    def log_prob(mean_na, log_std_a, act_na):
+        r"""Log-density of ``act_na``, summed over action dimensions, shape (N,).
+
+        .. math:: \log p(a) = \sum_i -\tfrac12\big((a_i-\mu_i)/\sigma_i\big)^2
+                  - \log\sigma_i - \tfrac12\log 2\pi
+        """
+        xp = backend.namespace(mean_na, log_std_a, act_na)
+        z = (act_na - mean_na) * xp.exp(-log_std_a)
+        return xp.sum(-0.5 * z * z - log_std_a, axis=1) - mean_na.shape[1] * _HALF_LOG_2PI
+
+    @staticmethod
+    def log_prob_grad(mean_na, log_std_a, act_na):
+        r"""Per-sample derivatives of :meth:`log_prob` in φ.
+
+        .. math:: \frac{\partial\log p}{\partial\mu_i} = \frac{a_i-\mu_i}{\sigma_i^2},\qquad
+                  \frac{\partial\log p}{\partial\log\sigma_i} = \Big(\frac{a_i-\mu_i}{\sigma_i}\Big)^2 - 1
+
+        Returns
+        -------
+        d_mean_na, d_log_std_na : arrays (N, A)
+        """
+        xp = backend.namespace(mean_na, log_std_a, act_na)
+        inv_std = xp.exp(-log_std_a)
+        z = (act_na - mean_na) * inv_std
+        return z * inv_std, z * z - 1
+
+    @staticmethod
+    def entropy(log_std_a):
+        r"""Entropy, summed over dimensions (the same for every state).
+
+        .. math:: H = \sum_i \log\sigma_i + \tfrac12(1 + \log 2\pi)
+        """
+        xp = backend.namespace(log_std_a)
+        return xp.sum(log_std_a) + log_std_a.shape[0] * (0.5 + _HALF_LOG_2PI)
+
+    @staticmethod
+    def entropy_grad(log_std_a):
+        r""":math:`\partial H/\partial\log\sigma_i = 1` (and 0 in μ)."""
+        xp = backend.namespace(log_std_a)
+        return xp.ones_like(log_std_a)
+
+    @staticmethod
+    def kl(mean0_na, log_std0_a, mean1_na, log_std1_a):
+        r"""KL(p ‖ q) for p = N(μ₀, σ₀²), q = N(μ₁, σ₁²), summed over dimensions, shape (N,).
+
+        .. math:: KL(p\|q) = \sum_i \log\frac{\sigma_{1i}}{\sigma_{0i}}
+                  + \frac{\sigma_{0i}^2 + (\mu_{0i}-\mu_{1i})^2}{2\sigma_{1i}^2} - \frac12
+        """
+        xp = backend.namespace(mean0_na, log_std0_a, mean1_na, log_std1_a)
+        var_ratio = xp.exp(2 * (log_std0_a - log_std1_a))
+        d = (mean0_na - mean1_na) * xp.exp(-log_std1_a)
+        per_dim = (log_std1_a - log_std0_a) + 0.5 * (var_ratio + d * d) - 0.5
+        return xp.sum(per_dim, axis=1)
+
+    @staticmethod
+    def kl_grad_q(mean0_na, log_std0_a, mean1_na, log_std1_a):
+        r"""Derivatives of KL(p ‖ q) in q's parameters (μ₁, log σ₁), per sample.
+
+        .. math:: \frac{\partial KL}{\partial\mu_1} = \frac{\mu_1-\mu_0}{\sigma_1^2},\qquad
+                  \frac{\partial KL}{\partial\log\sigma_1} = 1 - \frac{\sigma_0^2 + (\mu_0-\mu_1)^2}{\sigma_1^2}
+
+        Returns (N, A) arrays ``d_mean1, d_log_std1``.
+        """
+        xp = backend.namespace(mean0_na, log_std0_a, mean1_na, log_std1_a)
+        inv_var1 = xp.exp(-2 * log_std1_a)
+        diff = mean1_na - mean0_na
+        d_mean = diff * inv_var1
+        d_log_std = 1 - (xp.exp(2 * log_std0_a) + diff * diff) * inv_var1
+        return d_mean, d_log_std
+
+    @staticmethod
+    def kl_grad_p(mean0_na, log_std0_a, mean1_na, log_std1_a):
+        r"""Derivatives of KL(p ‖ q) in p's parameters (μ₀, log σ₀), per sample.
+
+        .. math:: \frac{\partial KL}{\partial\mu_0} = \frac{\mu_0-\mu_1}{\sigma_1^2},\qquad
+                  \frac{\partial KL}{\partial\log\sigma_0} = \frac{\sigma_0^2}{\sigma_1^2} - 1
+
+        Returns (N, A) arrays ``d_mean0, d_log_std0``.
+        """
+        xp = backend.namespace(mean0_na, log_std0_a, mean1_na, log_std1_a)
+        inv_var1 = xp.exp(-2 * log_std1_a)
+        d_mean = (mean0_na - mean1_na) * inv_var1
+        d_log_std = xp.exp(2 * log_std0_a) * inv_var1 - 1 + xp.zeros_like(mean0_na)
+        return d_mean, d_log_std
+
+    @staticmethod
+    def fisher_product(log_std_a, u_mean_na, u_log_std_na):
+        r"""Fisher metric of the Gaussian in φ = (μ, log σ) times a tangent u.
+
+        .. math:: M = \mathrm{diag}(1/\sigma_1^2, \dots, 1/\sigma_A^2, 2, \dots, 2)
+
+        Returns ``(u_mean / σ², 2 u_log_std)``.
+        """
+        xp = backend.namespace(log_std_a, u_mean_na)
+        return u_mean_na * xp.exp(-2 * log_std_a), 2 * u_log_std_na
+
+    @staticmethod
+    def sample(mean_na, log_std_a, rng=None):
+        """Draw one action per row: μ + σ ε with ε ~ N(0, I) drawn on the host."""
+        xp = backend.namespace(mean_na, log_std_a)
+        eps = backend.host_rng(rng).standard_normal(tuple(mean_na.shape))
+        eps = backend.from_numpy(eps, xp, backend.device_of(mean_na), mean_na.dtype)
+        return mean_na + xp.exp(log_std_a) * eps
+
+
+class Categorical:
+    r"""Categorical distribution over K actions parametrised by logits z (N, K)."""
+
+    @staticmethod
+    def log_softmax(logits_nk):
+        r"""Log-probabilities by max subtraction (never the log of a softmax output).
+
+        .. math:: \log p_k = z_k - m - \log\sum_j e^{z_j - m},\quad m = \max_j z_j
+        """
+        xp = backend.namespace(logits_nk)
+        shifted = logits_nk - xp.max(logits_nk, axis=1, keepdims=True)
+        return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+
+    @staticmethod
+    def one_hot(act_n, n_categories, dtype):
+        """One-hot rows of integer actions, built with a comparison (array API)."""
+        xp = backend.namespace(act_n)
+        ks = xp.arange(n_categories, dtype=act_n.dtype, device=backend.device_of(act_n))
+        return xp.astype(act_n[:, None] == ks[None, :], dtype)
+
+    @classmethod
+    def log_prob(cls, logits_nk, act_n):
+        r""":math:`\log p(a_n)`, shape (N,)."""
+        xp = backend.namespace(logits_nk)
+        logp_nk = cls.log_softmax(logits_nk)
+        return xp.sum(logp_nk * cls.one_hot(act_n, logits_nk.shape[1], logits_nk.dtype), axis=1)
+
+    @classmethod
+    def log_prob_grad(cls, logits_nk, act_n):
+        r""":math:`\partial\log p(a)/\partial z = e_a - p`, shape (N, K)."""
+        xp = backend.namespace(logits_nk)
+        p_nk = xp.exp(cls.log_softmax(logits_nk))
+        return cls.one_hot(act_n, logits_nk.shape[1], logits_nk.dtype) - p_nk
+
+    @classmethod
+    def entropy(cls, logits_nk):
+        r""":math:`H = -\sum_k p_k\log p_k`, shape (N,)."""
+        xp = backend.namespace(logits_nk)
+        logp_nk = cls.log_softmax(logits_nk)
+        return -xp.sum(xp.exp(logp_nk) * logp_nk, axis=1)
+
+    @classmethod
+    def entropy_grad(cls, logits_nk):
+        r""":math:`\partial H/\partial z_j = -p_j(\log p_j + H)`, shape (N, K)."""
+        xp = backend.namespace(logits_nk)
+        logp_nk = cls.log_softmax(logits_nk)
+        p_nk = xp.exp(logp_nk)
+        h_n1 = -xp.sum(p_nk * logp_nk, axis=1, keepdims=True)
+        return -p_nk * (logp_nk + h_n1)
+
+    @classmethod
+    def kl(cls, logits_p_nk, logits_q_nk):
+        r"""KL(p ‖ q) = Σ_k p_k (log p_k − log q_k), shape (N,)."""
+        xp = backend.namespace(logits_p_nk, logits_q_nk)
+        logp = cls.log_softmax(logits_p_nk)
+        logq = cls.log_softmax(logits_q_nk)
+        return xp.sum(xp.exp(logp) * (logp - logq), axis=1)
+
+    @classmethod
+    def kl_grad_q(cls, logits_p_nk, logits_q_nk):
+        r""":math:`\partial KL(p\|q)/\partial y = q - p` (y: q's logits), shape (N, K)."""
+        xp = backend.namespace(logits_p_nk, logits_q_nk)
+        return xp.exp(cls.log_softmax(logits_q_nk)) - xp.exp(cls.log_softmax(logits_p_nk))
+
+    @classmethod
+    def kl_grad_p(cls, logits_p_nk, logits_q_nk):
+        r""":math:`\partial KL(p\|q)/\partial z = p\odot(d - p^\top d)`, d = log p − log q, shape (N, K)."""
+        xp = backend.namespace(logits_p_nk, logits_q_nk)
+        logp = cls.log_softmax(logits_p_nk)
+        p = xp.exp(logp)
+        d = logp - cls.log_softmax(logits_q_nk)
+        return p * (d - xp.sum(p * d, axis=1, keepdims=True))
+
+    @classmethod
+    def fisher_product(cls, logits_nk, u_nk):
+        r""":math:`M u = p\odot u - p\,(p^\top u)` with M = diag(p) − p pᵀ, shape (N, K)."""
+        xp = backend.namespace(logits_nk, u_nk)
+        return cls.fisher_product_probs(xp.exp(cls.log_softmax(logits_nk)), u_nk)
+
+    @staticmethod
+    def fisher_product_probs(p_nk, u_nk):
+        """:meth:`fisher_product` from precomputed probabilities ``p_nk``."""
+        xp = backend.namespace(p_nk, u_nk)
+        return p_nk * (u_nk - xp.sum(p_nk * u_nk, axis=1, keepdims=True))
+
+    @classmethod
+    def sample(cls, logits_nk, rng=None):
+        """One action per row by the Gumbel-max trick, noise drawn on the host. Integer (N,)."""
+        xp = backend.namespace(logits_nk)
+        g = backend.host_rng(rng).gumbel(size=tuple(logits_nk.shape))
+        g = backend.from_numpy(g, xp, backend.device_of(logits_nk), logits_nk.dtype)
+        return xp.argmax(cls.log_softmax(logits_nk) + g, axis=1)

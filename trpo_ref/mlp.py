@@ -1,0 +1,262 @@
+r"""A multilayer perceptron on a flat parameter vector, with hand-written derivatives.
+
+=====================================================  ==========================
+equation                                               function
+=====================================================  ==========================
+:math:`h_{l+1} = \phi(h_l W_l + b_l)`, last layer linear  :meth:`MLP.forward`
+:math:`\bar\theta = (\partial y/\partial\theta)^\top \bar y`,
+:math:`\bar x = (\partial y/\partial x)^\top \bar y`   :meth:`MLP.vjp`
+:math:`\dot y = (\partial y/\partial\theta)\,\dot\theta + (\partial y/\partial x)\,\dot x`
+                                                       :meth:`MLP.jvp`
+orthogonal initialisation with gains                   :meth:`MLP.init`
+=====================================================  ==========================
+
+Parameter layout (part of the oracle's contract): for each layer ``l`` in
+order, ``W_l`` flattened row-major with shape ``(in, out)`` so that a layer is
+``x @ W + b``, then ``b_l``.  A torch ``nn.Linear.weight`` is ``W_l.T``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import backend
+
+__all__ = ["MLP", "MLPCache", "ACTIVATIONS"]
+
+ACTIVATIONS = ("tanh", "relu")
+
+
+@dataclass
+class MLPCache:
+    """What :meth:`MLP.forward` keeps for :meth:`MLP.vjp` and :meth:`MLP.jvp`.
+
+    Attributes
+    ----------
+    inputs : list of arrays
+        ``inputs[l]`` is the input of layer ``l``, shape (N, sizes[l]);
+        ``inputs[0]`` is ``x`` and ``inputs[l]`` for l >= 1 is the activation
+        output of layer ``l - 1``.
+    weights : list of arrays
+        ``W_l`` as (in, out) views of θ.
+    biases : list of arrays
+        ``b_l`` as views of θ.
+    """
+
+    inputs: list
+    weights: list
+    biases: list
+
+
+class MLP:
+    r"""Fully connected network ``sizes[0] -> ... -> sizes[-1]``; hidden layers use
+    ``activation``, the output layer is linear.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, input first, output last (at least two entries).
+    activation : {"tanh", "relu"}
+        Hidden-layer nonlinearity.
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: str = "tanh"):
+        sizes = tuple(int(s) for s in sizes)
+        if len(sizes) < 2 or any(s < 1 for s in sizes):
+            raise ValueError(f"sizes must have >= 2 positive entries, got {sizes}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.sizes = sizes
+        self.activation = activation
+        self.n_layers = len(sizes) - 1
+        # (W start, W end, b end) offsets of each layer in θ.
+        self._offsets = []
+        pos = 0
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            w_end = pos + n_in * n_out
+            self._offsets.append((pos, w_end, w_end + n_out))
+            pos = w_end + n_out
+        self.num_params = pos
+
+    # ------------------------------------------------------------------ layout
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Names and shapes of the parameters, in θ order."""
+        shapes = {}
+        for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            shapes[f"W{l}"] = (n_in, n_out)
+            shapes[f"b{l}"] = (n_out,)
+        return shapes
+
+    def _views(self, theta_p):
+        xp = backend.namespace(theta_p)
+        weights, biases = [], []
+        for (n_in, n_out), (s, w, e) in zip(zip(self.sizes[:-1], self.sizes[1:]), self._offsets):
+            weights.append(xp.reshape(theta_p[s:w], (n_in, n_out)))
+            biases.append(theta_p[w:e])
+        return weights, biases
+
+    def unflatten(self, theta_p) -> dict[str, Any]:
+        """``{"W0": (in, out), "b0": (out,), ...}`` from a flat θ (views, no copy)."""
+        weights, biases = self._views(theta_p)
+        named = {}
+        for l, (W, b) in enumerate(zip(weights, biases)):
+            named[f"W{l}"] = W
+            named[f"b{l}"] = b
+        return named
+
+    def flatten(self, named: dict[str, Any]):
+        """Exact inverse of :meth:`unflatten`."""
+        xp = backend.namespace(*named.values())
+        parts = []
+        for name, shape in self.param_shapes().items():
+            if name not in named:
+                raise ValueError(f"missing parameter {name!r}")
+            if tuple(named[name].shape) != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {tuple(named[name].shape)}")
+            parts.append(xp.reshape(named[name], (-1,)))
+        return xp.concat(parts)
+
+    # -------------------------------------------------------------------- init
+    def init(self, seed=None, hidden_gain: float = float(np.sqrt(2.0)), output_gain: float = 1.0,
+             dtype=None) -> np.ndarray:
+        r"""Orthogonal weights (Saxe et al., 2014) scaled by a gain, zero biases.
+
+        Gains follow SB3 and OpenAI baselines: :math:`\sqrt 2` for hidden layers,
+        0.01 for a policy's output layer, 1 for a value head.  Draws happen on
+        the host; the result is a NumPy vector (move it with
+        :func:`trpo_ref.backend.from_numpy`).
+        """
+        rng = backend.host_rng(seed)
+        parts = []
+        for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            gain = output_gain if l == self.n_layers - 1 else hidden_gain
+            a = rng.standard_normal((max(n_in, n_out), min(n_in, n_out)))
+            q, r = np.linalg.qr(a)
+            q = q * np.sign(np.diag(r))  # makes the draw uniform over orthogonal matrices
+            W = q if n_in >= n_out else q.T
+            parts.append((gain * W).reshape(-1))
+            parts.append(np.zeros(n_out))
+        return np.concatenate(parts).astype(dtype or backend.DEFAULT_DTYPE)
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, theta_p, x_no):
+        r"""Network output and the cache its derivatives need.
+
+        .. math:: h_0 = x,\quad h_{l+1} = \phi(h_l W_l + b_l)\ (l < L-1),\quad
+                  y = h_{L-1} W_{L-1} + b_{L-1}
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+        x_no : array (N, sizes[0])
+
+        Returns
+        -------
+        out : array (N, sizes[-1])
+        cache : MLPCache
+        """
+        xp = backend.namespace(theta_p, x_no)
+        weights, biases = self._views(theta_p)
+        inputs = [x_no]
+        h = x_no
+        for l, (W, b) in enumerate(zip(weights, biases)):
+            z = h @ W + b
+            if l < self.n_layers - 1:
+                h = xp.tanh(z) if self.activation == "tanh" else xp.maximum(z, 0)
+                inputs.append(h)
+            else:
+                h = z
+        return h, MLPCache(inputs, weights, biases)
+
+    def _act_scale(self, h, u, xp):
+        """``φ'(z) * u`` with ``φ'`` written in terms of the output ``h = φ(z)``.
+
+        The activation's Jacobian is diagonal, so the same product serves the
+        reverse (cotangent) and forward (tangent) passes.
+        """
+        if self.activation == "tanh":
+            return u * (1 - h * h)  # d tanh(z)/dz = 1 - tanh(z)^2
+        return xp.where(h > 0, u, xp.zeros_like(u))  # d relu(z)/dz = [z > 0]
+
+    # --------------------------------------------------------------------- vjp
+    def vjp(self, cache: MLPCache, out_bar, input_grad: bool = True):
+        r"""Reverse mode: pull a cotangent of the output back to θ and to x.
+
+        .. math:: \bar\theta = \sum_n (\partial y_n/\partial\theta)^\top \bar y_n,
+                  \qquad \bar x_n = (\partial y_n/\partial x_n)^\top \bar y_n
+
+        Parameters
+        ----------
+        cache : MLPCache
+            From :meth:`forward`.
+        out_bar : array (N, sizes[-1])
+        input_grad : bool
+            Compute ``x_bar`` (one more matrix product); ``None`` is returned otherwise.
+
+        Returns
+        -------
+        theta_bar : array (P,)
+        x_bar : array (N, sizes[0]) or None
+        """
+        xp = backend.namespace(out_bar)
+        parts = []
+        z_bar = out_bar
+        x_bar = None
+        for l in range(self.n_layers - 1, -1, -1):
+            h_in = cache.inputs[l]
+            W = cache.weights[l]
+            W_bar = h_in.T @ z_bar  # z = h W + b  =>  dL/dW = hᵀ z̄
+            b_bar = xp.sum(z_bar, axis=0)  # b broadcasts over the batch: sum
+            parts.append(b_bar)
+            parts.append(xp.reshape(W_bar, (-1,)))
+            if l > 0:
+                h_bar = z_bar @ W.T  # dL/dh = z̄ Wᵀ
+                z_bar = self._act_scale(h_in, h_bar, xp)
+            elif input_grad:
+                x_bar = z_bar @ W.T
+        parts.reverse()
+        return xp.concat(parts), x_bar
+
+    # --------------------------------------------------------------------- jvp
+    def jvp(self, cache: MLPCache, theta_dot, x_dot=None):
+        r"""Forward mode: push a tangent of θ (and optionally of x) to the output.
+
+        .. math:: \dot z_l = \dot h_l W_l + h_l \dot W_l + \dot b_l,\qquad
+                  \dot h_{l+1} = \phi'(z_l)\,\dot z_l
+
+        Parameters
+        ----------
+        cache : MLPCache
+        theta_dot : array (P,) or None
+            ``None`` means a zero tangent in θ.
+        x_dot : array (N, sizes[0]), optional
+
+        Returns
+        -------
+        out_dot : array (N, sizes[-1])
+        """
+        if theta_dot is not None:
+            xp = backend.namespace(theta_dot)
+            W_dots, b_dots = self._views(theta_dot)
+        else:
+            if x_dot is None:
+                raise ValueError("jvp needs theta_dot or x_dot")
+            xp = backend.namespace(x_dot)
+            W_dots = b_dots = None
+        h_dot = x_dot
+        for l in range(self.n_layers):
+            h_in = cache.inputs[l]
+            z_dot = None
+            if h_dot is not None:
+                z_dot = h_dot @ cache.weights[l]
+            if W_dots is not None:
+                term = h_in @ W_dots[l] + b_dots[l]
+                z_dot = term if z_dot is None else z_dot + term
+            if l < self.n_layers - 1:
+                h_dot = self._act_scale(cache.inputs[l + 1], z_dot, xp)
+            else:
+                h_dot = z_dot
+        return h_dot

@@ -1,0 +1,525 @@
+r"""MLP policies as plain functions of a flat parameter vector θ.
+
+A policy object holds only the architecture; every quantity TRPO needs is a
+method taking θ explicitly, which is what finite-difference tests and foreign
+implementations need.
+
+=======================================================================================  ======================================
+equation                                                                                 method
+=======================================================================================  ======================================
+:math:`\log\pi_\theta(a_n|s_n)`                                                          :meth:`~_MLPPolicy.log_prob`
+:math:`\bar H(\theta) = \frac1N\sum_n H(\pi_\theta(\cdot|s_n))`                          :meth:`~_MLPPolicy.entropy`
+:math:`\bar D_{KL}(\theta_{old}\|\theta) = \frac1N\sum_n KL(\pi_{old}(\cdot|s_n)\|\pi_\theta(\cdot|s_n))`
+                                                                                         :meth:`~_MLPPolicy.kl`, :meth:`~_MLPPolicy.kl_grad`
+:math:`L(\theta) = \frac1N\sum_n r_n(\theta)\hat A_n,\ r_n = e^{\log\pi_\theta - \log\pi_{old}}`
+                                                                                         :meth:`~_MLPPolicy.surrogate`
+:math:`\nabla L(\theta) = \frac1N\sum_n r_n\hat A_n\nabla\log\pi_\theta(a_n|s_n)`        :meth:`~_MLPPolicy.surrogate_grad`
+:math:`(F + \lambda I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda v`                  :meth:`~_MLPPolicy.fisher_vector_product`, :class:`FisherOperator`
+=======================================================================================  ======================================
+
+Parameter layout: the MLP's ``W0, b0, W1, b1, ...`` (see :mod:`trpo_ref.mlp`),
+then, for the Gaussian policy, ``log_std`` (length act_dim).
+
+References
+----------
+Schulman et al., "Trust Region Policy Optimization", ICML 2015, eqs. (14) and
+Appendix C (Fisher-vector products).  Martens, "New insights and perspectives
+on the natural gradient method", JMLR 2020, §9 (the Gauss-Newton form JᵀMJ).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import backend
+from .distributions import Categorical, DiagGaussian
+from .mlp import MLP
+
+__all__ = ["GaussianMLPPolicy", "CategoricalMLPPolicy", "FisherOperator", "policy_from_spec"]
+
+
+def _require_finite(xp, x, name: str) -> None:
+    if not bool(xp.all(xp.isfinite(x))):
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+class _MLPPolicy:
+    """Shared plumbing of the two MLP policies: layout, input checks, the network."""
+
+    kind = ""
+
+    def __init__(self, obs_dim: int, out_dim: int, hidden_sizes: Sequence[int] = (64, 64),
+                 activation: str = "tanh", hidden_gain: float = math.sqrt(2.0),
+                 output_gain: float = 0.01):
+        if int(obs_dim) < 1:
+            raise ValueError(f"obs_dim must be >= 1, got {obs_dim}")
+        self.obs_dim = int(obs_dim)
+        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        self.activation = activation
+        self.hidden_gain = float(hidden_gain)
+        self.output_gain = float(output_gain)
+        self.mlp = MLP((self.obs_dim, *self.hidden_sizes, int(out_dim)), activation)
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def num_params(self) -> int:
+        """Length P of θ."""
+        return self.mlp.num_params + self._extra_params
+
+    _extra_params = 0
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Names and shapes of the parameters in θ order."""
+        return self.mlp.param_shapes()
+
+    def unflatten(self, theta_p) -> dict[str, Any]:
+        """``{"W0": (in, out), "b0", ..., ["log_std"]}`` views of θ."""
+        theta_p = self._check_theta(theta_p)
+        return self.mlp.unflatten(theta_p[: self.mlp.num_params])
+
+    def flatten(self, named: dict[str, Any]):
+        """Exact inverse of :meth:`unflatten`; unknown keys are an error."""
+        extra = set(named) - set(self.param_shapes())
+        if extra:
+            raise ValueError(f"unknown parameter names {sorted(extra)}; expected {list(self.param_shapes())}")
+        return self.mlp.flatten({k: v for k, v in named.items() if k in self.mlp.param_shapes()})
+
+    def init_params(self, seed=0, *, dtype=None, device=None):
+        """Orthogonal initialisation (gains √2 hidden, ``output_gain`` last layer), flat θ.
+
+        Drawn on the host with ``seed``, then moved to ``device`` ("cpu" or "cuda").
+        """
+        theta = self.mlp.init(seed, self.hidden_gain, self.output_gain)
+        theta = np.concatenate([theta, self._init_extra()])
+        xp, dev = backend.get_namespace(device)
+        return backend.from_numpy(theta, xp, dev, backend.resolve_dtype(xp, dtype))
+
+    def _init_extra(self) -> np.ndarray:
+        return np.zeros(0)
+
+    def spec(self) -> dict:
+        """JSON-serialisable description of the architecture (see :func:`policy_from_spec`)."""
+        return {
+            "kind": self.kind,
+            "obs_dim": self.obs_dim,
+            "out_dim": self.mlp.sizes[-1],
+            "hidden_sizes": list(self.hidden_sizes),
+            "activation": self.activation,
+            "hidden_gain": self.hidden_gain,
+            "output_gain": self.output_gain,
+        }
+
+    # ------------------------------------------------------------ input checks
+    def _check_theta(self, theta_p, name: str = "theta"):
+        xp = backend.namespace(theta_p)
+        if tuple(theta_p.shape) != (self.num_params,):
+            raise ValueError(f"{name} must have shape ({self.num_params},) for this policy, got {tuple(theta_p.shape)}")
+        if not xp.isdtype(theta_p.dtype, "real floating"):
+            raise ValueError(f"{name} must be a float32 or float64 array, got {theta_p.dtype}")
+        _require_finite(xp, theta_p, name)
+        return theta_p
+
+    def _check_obs(self, obs_no, theta_p):
+        xp = backend.namespace(theta_p, obs_no)
+        if len(obs_no.shape) != 2 or obs_no.shape[1] != self.obs_dim:
+            raise ValueError(f"obs must have shape (N, {self.obs_dim}), got {tuple(obs_no.shape)}")
+        if obs_no.shape[0] < 1:
+            raise ValueError("obs is empty: need at least one sample")
+        if obs_no.dtype != theta_p.dtype:
+            obs_no = xp.astype(obs_no, theta_p.dtype)
+        _require_finite(xp, obs_no, "obs")
+        return obs_no
+
+    def _check_vec(self, x_n, n: int, theta_p, name: str):
+        xp = backend.namespace(theta_p, x_n)
+        if tuple(x_n.shape) != (n,):
+            raise ValueError(f"{name} must have shape ({n},) to match obs, got {tuple(x_n.shape)}")
+        if x_n.dtype != theta_p.dtype:
+            x_n = xp.astype(x_n, theta_p.dtype)
+        _require_finite(xp, x_n, name)
+        return x_n
+
+    def _check_inputs(self, theta_p, obs_no, act=None, adv_n=None, logp_old_n=None):
+        theta_p = self._check_theta(theta_p)
+        obs_no = self._check_obs(obs_no, theta_p)
+        n = obs_no.shape[0]
+        out = [theta_p, obs_no]
+        if act is not None:
+            out.append(self._check_act(act, n, theta_p))
+        if adv_n is not None:
+            out.append(self._check_vec(adv_n, n, theta_p, "adv"))
+        if logp_old_n is not None:
+            out.append(self._check_vec(logp_old_n, n, theta_p, "logp_old"))
+        return out
+
+    # ---------------------------------------------------- distribution plumbing
+    # Subclasses provide: _dist(theta, obs) -> (phi, cache), _logp(phi, act),
+    # _logp_grad(phi, act) -> phi_bar, _pullback(theta, cache, phi_bar) -> theta_bar,
+    # _entropy_n(phi), _entropy_grad(phi), _kl(phi_p, phi_q), _kl_grad_q, _kl_grad_p.
+
+    def log_prob(self, theta_p, obs_no, act):
+        r"""Log-probabilities :math:`\log\pi_\theta(a_n|s_n)`, shape (N,)."""
+        theta_p, obs_no, act = self._check_inputs(theta_p, obs_no, act)
+        phi, _ = self._dist(theta_p, obs_no)
+        return self._logp(phi, act)
+
+    def log_prob_grad(self, theta_p, obs_no, act, weights_n):
+        r""":math:`\sum_n w_n \nabla_\theta\log\pi_\theta(a_n|s_n)`, shape (P,)."""
+        theta_p, obs_no, act, weights_n = self._check_inputs(theta_p, obs_no, act, weights_n)
+        phi, cache = self._dist(theta_p, obs_no)
+        return self._pullback(theta_p, cache, self._scale(self._logp_grad(phi, act), weights_n))
+
+    def entropy(self, theta_p, obs_no):
+        r"""Mean entropy :math:`\frac1N\sum_n H(\pi_\theta(\cdot|s_n))` (0-d array)."""
+        xp = backend.namespace(theta_p)
+        theta_p, obs_no = self._check_inputs(theta_p, obs_no)
+        phi, _ = self._dist(theta_p, obs_no)
+        return xp.mean(self._entropy_n(phi, obs_no.shape[0]))
+
+    def entropy_grad(self, theta_p, obs_no):
+        r""":math:`\nabla_\theta \bar H(\theta)`, shape (P,)."""
+        theta_p, obs_no = self._check_inputs(theta_p, obs_no)
+        phi, cache = self._dist(theta_p, obs_no)
+        return self._pullback(theta_p, cache, self._entropy_grad(phi, obs_no.shape[0]))
+
+    def kl(self, theta_old_p, theta_p, obs_no, reverse: bool = False):
+        r"""Mean KL :math:`\frac1N\sum_n KL(\pi_{old}(\cdot|s_n)\,\|\,\pi_\theta(\cdot|s_n))` (0-d array).
+
+        ``reverse=True`` gives :math:`KL(\pi_\theta\|\pi_{old})` instead (the direction
+        SB3-contrib checks in its line search).
+        """
+        xp = backend.namespace(theta_p)
+        theta_old_p = self._check_theta(theta_old_p, "theta_old")
+        theta_p, obs_no = self._check_inputs(theta_p, obs_no)
+        phi_old, _ = self._dist(theta_old_p, obs_no)
+        phi, _ = self._dist(theta_p, obs_no)
+        kl_n = self._kl(phi, phi_old) if reverse else self._kl(phi_old, phi)
+        return xp.mean(kl_n)
+
+    def kl_grad(self, theta_old_p, theta_p, obs_no, reverse: bool = False):
+        r""":math:`\nabla_\theta` of :meth:`kl` with θ_old held fixed, shape (P,).
+
+        Zero at θ = θ_old in both directions.
+        """
+        theta_old_p = self._check_theta(theta_old_p, "theta_old")
+        theta_p, obs_no = self._check_inputs(theta_p, obs_no)
+        n = obs_no.shape[0]
+        phi_old, _ = self._dist(theta_old_p, obs_no)
+        phi, cache = self._dist(theta_p, obs_no)
+        phi_bar = self._kl_grad_p(phi, phi_old) if reverse else self._kl_grad_q(phi_old, phi)
+        return self._pullback(theta_p, cache, self._scale(phi_bar, 1.0 / n))
+
+    def surrogate(self, theta_p, obs_no, act, adv_n, logp_old_n):
+        r"""Importance-weighted surrogate (0-d array).
+
+        .. math:: L(\theta) = \frac1N\sum_n e^{\log\pi_\theta(a_n|s_n) - \log\pi_{old}(a_n|s_n)}\hat A_n
+        """
+        xp = backend.namespace(theta_p)
+        theta_p, obs_no, act, adv_n, logp_old_n = self._check_inputs(theta_p, obs_no, act, adv_n, logp_old_n)
+        phi, _ = self._dist(theta_p, obs_no)
+        ratio_n = xp.exp(self._logp(phi, act) - logp_old_n)
+        return xp.mean(ratio_n * adv_n)
+
+    def surrogate_grad(self, theta_p, obs_no, act, adv_n, logp_old_n):
+        r"""Gradient of :meth:`surrogate`, shape (P,).
+
+        .. math:: \nabla L(\theta) = \frac1N\sum_n r_n(\theta)\hat A_n\nabla_\theta\log\pi_\theta(a_n|s_n)
+
+        At θ = θ_old the ratio is 1 and this is the policy gradient g.
+        """
+        xp = backend.namespace(theta_p)
+        theta_p, obs_no, act, adv_n, logp_old_n = self._check_inputs(theta_p, obs_no, act, adv_n, logp_old_n)
+        phi, cache = self._dist(theta_p, obs_no)
+        w_n = xp.exp(self._logp(phi, act) - logp_old_n) * adv_n / obs_no.shape[0]
+        return self._pullback(theta_p, cache, self._scale(self._logp_grad(phi, act), w_n))
+
+    def fisher_operator(self, theta_p, obs_no, damping: float = 0.0) -> "FisherOperator":
+        """A :class:`FisherOperator` at θ with the forward pass done once."""
+        return FisherOperator(self, theta_p, obs_no, damping)
+
+    def fisher_vector_product(self, theta_p, obs_no, v_p, damping: float = 0.0):
+        r"""Analytic Fisher-vector product :math:`(F + \lambda I)v`, shape (P,).
+
+        .. math:: F v = \frac1N\sum_n J_n^\top\big(M_n (J_n v)\big)
+
+        One forward pass, one jvp and one vjp; no dense F, no finite
+        differences, no second derivative of the network.
+        """
+        return FisherOperator(self, theta_p, obs_no, damping)(v_p)
+
+    def sample(self, theta_p, obs_no, rng=None, deterministic: bool = False):
+        """Actions for a batch of observations and their log-probabilities.
+
+        Noise is drawn on the host from ``rng`` (a seed or numpy Generator).
+        ``deterministic=True`` returns the mode.  Returns ``(act, logp_n)``.
+        """
+        theta_p, obs_no = self._check_inputs(theta_p, obs_no)
+        phi, _ = self._dist(theta_p, obs_no)
+        act = self._mode(phi) if deterministic else self._sample(phi, rng)
+        return act, self._logp(phi, act)
+
+    @staticmethod
+    def _scale(phi_bar, w):
+        """Multiply every per-sample cotangent by a per-sample (N,) or scalar weight."""
+        if isinstance(w, float):
+            return tuple(b * w for b in phi_bar) if isinstance(phi_bar, tuple) else phi_bar * w
+        if isinstance(phi_bar, tuple):
+            return tuple(b * w[:, None] for b in phi_bar)
+        return phi_bar * w[:, None]
+
+
+class GaussianMLPPolicy(_MLPPolicy):
+    r"""Diagonal Gaussian policy: mean = MLP(s), state-independent log σ.
+
+    Parameters
+    ----------
+    obs_dim, act_dim : int
+    hidden_sizes : sequence of int
+    activation : {"tanh", "relu"}
+    log_std_init : float
+        Initial value of every log σ_i (0 as in SB3 and Spinning Up).
+    hidden_gain, output_gain : float
+        Orthogonal-init gains (√2 and 0.01 as in SB3 / OpenAI baselines).
+    """
+
+    kind = "gaussian"
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (64, 64),
+                 activation: str = "tanh", log_std_init: float = 0.0,
+                 hidden_gain: float = math.sqrt(2.0), output_gain: float = 0.01):
+        if int(act_dim) < 1:
+            raise ValueError(f"act_dim must be >= 1, got {act_dim}")
+        super().__init__(obs_dim, act_dim, hidden_sizes, activation, hidden_gain, output_gain)
+        self.act_dim = int(act_dim)
+        self.log_std_init = float(log_std_init)
+        self._extra_params = self.act_dim
+
+    def _init_extra(self) -> np.ndarray:
+        return np.full(self.act_dim, self.log_std_init)
+
+    def param_shapes(self):
+        shapes = dict(self.mlp.param_shapes())
+        shapes["log_std"] = (self.act_dim,)
+        return shapes
+
+    def unflatten(self, theta_p):
+        named = super().unflatten(theta_p)
+        named["log_std"] = theta_p[self.mlp.num_params:]
+        return named
+
+    def flatten(self, named):
+        xp = backend.namespace(*named.values())
+        if "log_std" not in named:
+            raise ValueError("missing parameter 'log_std'")
+        if tuple(named["log_std"].shape) != (self.act_dim,):
+            raise ValueError(f"log_std must have shape ({self.act_dim},), got {tuple(named['log_std'].shape)}")
+        return xp.concat([super().flatten(named), named["log_std"]])
+
+    def spec(self):
+        s = super().spec()
+        s["log_std_init"] = self.log_std_init
+        return s
+
+    def _check_act(self, act_na, n, theta_p):
+        xp = backend.namespace(theta_p, act_na)
+        if tuple(act_na.shape) != (n, self.act_dim):
+            raise ValueError(f"act must have shape ({n}, {self.act_dim}), got {tuple(act_na.shape)}")
+        if act_na.dtype != theta_p.dtype:
+            act_na = xp.astype(act_na, theta_p.dtype)
+        _require_finite(xp, act_na, "act")
+        return act_na
+
+    # φ = (mean_na, log_std_a)
+    def _dist(self, theta_p, obs_no):
+        mean_na, cache = self.mlp.forward(theta_p[: self.mlp.num_params], obs_no)
+        return (mean_na, theta_p[self.mlp.num_params:]), cache
+
+    def _pullback(self, theta_p, cache, phi_bar):
+        xp = backend.namespace(theta_p)
+        d_mean_na, d_log_std = phi_bar
+        theta_bar, _ = self.mlp.vjp(cache, d_mean_na, input_grad=False)
+        if len(d_log_std.shape) == 2:
+            d_log_std = xp.sum(d_log_std, axis=0)  # log σ is shared by every sample: sum
+        return xp.concat([theta_bar, d_log_std])
+
+    def _logp(self, phi, act_na):
+        return DiagGaussian.log_prob(phi[0], phi[1], act_na)
+
+    def _logp_grad(self, phi, act_na):
+        return DiagGaussian.log_prob_grad(phi[0], phi[1], act_na)
+
+    def _entropy_n(self, phi, n):
+        xp = backend.namespace(phi[1])
+        return xp.broadcast_to(DiagGaussian.entropy(phi[1]), (n,))
+
+    def _entropy_grad(self, phi, n):
+        xp = backend.namespace(phi[0])
+        # H depends on log σ only; the (1/N) Σ_n of the mean entropy cancels N copies.
+        return xp.zeros_like(phi[0]), DiagGaussian.entropy_grad(phi[1])
+
+    def _kl(self, phi_p, phi_q):
+        return DiagGaussian.kl(phi_p[0], phi_p[1], phi_q[0], phi_q[1])
+
+    def _kl_grad_q(self, phi_p, phi_q):
+        return DiagGaussian.kl_grad_q(phi_p[0], phi_p[1], phi_q[0], phi_q[1])
+
+    def _kl_grad_p(self, phi_p, phi_q):
+        return DiagGaussian.kl_grad_p(phi_p[0], phi_p[1], phi_q[0], phi_q[1])
+
+    def _sample(self, phi, rng):
+        return DiagGaussian.sample(phi[0], phi[1], rng)
+
+    def _mode(self, phi):
+        return phi[0]
+
+
+class CategoricalMLPPolicy(_MLPPolicy):
+    r"""Categorical policy over ``n_actions`` actions: logits = MLP(s).
+
+    Parameters
+    ----------
+    obs_dim, n_actions : int
+    hidden_sizes : sequence of int
+    activation : {"tanh", "relu"}
+    hidden_gain, output_gain : float
+    """
+
+    kind = "categorical"
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden_sizes: Sequence[int] = (64, 64),
+                 activation: str = "tanh", hidden_gain: float = math.sqrt(2.0),
+                 output_gain: float = 0.01):
+        if int(n_actions) < 2:
+            raise ValueError(f"n_actions must be >= 2, got {n_actions}")
+        super().__init__(obs_dim, n_actions, hidden_sizes, activation, hidden_gain, output_gain)
+        self.n_actions = int(n_actions)
+
+    def _check_act(self, act_n, n, theta_p):
+        xp = backend.namespace(theta_p, act_n)
+        if tuple(act_n.shape) != (n,):
+            raise ValueError(f"act must have shape ({n},) of integer action indices, got {tuple(act_n.shape)}")
+        if not xp.isdtype(act_n.dtype, "integral"):
+            raise ValueError(f"act must hold integer action indices, got dtype {act_n.dtype}")
+        if n and not (bool(xp.all(act_n >= 0)) and bool(xp.all(act_n < self.n_actions))):
+            raise ValueError(f"act must lie in [0, {self.n_actions}) for this policy")
+        return act_n
+
+    def _dist(self, theta_p, obs_no):
+        return self.mlp.forward(theta_p, obs_no)
+
+    def _pullback(self, theta_p, cache, phi_bar):
+        return self.mlp.vjp(cache, phi_bar, input_grad=False)[0]
+
+    def _logp(self, logits, act_n):
+        return Categorical.log_prob(logits, act_n)
+
+    def _logp_grad(self, logits, act_n):
+        return Categorical.log_prob_grad(logits, act_n)
+
+    def _entropy_n(self, logits, n):
+        return Categorical.entropy(logits)
+
+    def _entropy_grad(self, logits, n):
+        return Categorical.entropy_grad(logits) / n
+
+    def _kl(self, phi_p, phi_q):
+        return Categorical.kl(phi_p, phi_q)
+
+    def _kl_grad_q(self, phi_p, phi_q):
+        return Categorical.kl_grad_q(phi_p, phi_q)
+
+    def _kl_grad_p(self, phi_p, phi_q):
+        return Categorical.kl_grad_p(phi_p, phi_q)
+
+    def _sample(self, logits, rng):
+        return Categorical.sample(logits, rng)
+
+    def _mode(self, logits):
+        xp = backend.namespace(logits)
+        return xp.argmax(logits, axis=1)
+
+
+class FisherOperator:
+    r"""The damped Fisher :math:`v \mapsto (F + \lambda I)v` at a fixed θ.
+
+    θ_old does not change during conjugate gradient, so the forward pass (and
+    σ or the softmax) is computed once here; each product then costs one jvp
+    and one vjp:
+
+    .. math:: (F + \lambda I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda v
+
+    For the Gaussian policy the log σ block is exact in closed form: J maps
+    v_logσ to every sample unchanged and M's log σ block is 2, so that block is
+    ``2 v_logσ`` and there are no cross terms.
+
+    Parameters
+    ----------
+    policy : GaussianMLPPolicy or CategoricalMLPPolicy
+    theta_p : array (P,)
+    obs_no : array (N, obs_dim)
+    damping : float
+        λ ≥ 0.
+    """
+
+    def __init__(self, policy: _MLPPolicy, theta_p, obs_no, damping: float = 0.0):
+        damping = float(damping)
+        if not (damping >= 0.0 and math.isfinite(damping)):
+            raise ValueError(f"damping must be finite and >= 0, got {damping}")
+        theta_p, obs_no = policy._check_inputs(theta_p, obs_no)
+        self.policy = policy
+        self.damping = damping
+        self.num_params = policy.num_params
+        self.n = obs_no.shape[0]
+        self.n_products = 0
+        xp = backend.namespace(theta_p)
+        self._xp = xp
+        self._p_mlp = policy.mlp.num_params
+        out, self._cache = policy.mlp.forward(theta_p[: self._p_mlp], obs_no)
+        if isinstance(policy, GaussianMLPPolicy):
+            # M / N for the mean block: 1/(N σ²), shared by every sample.
+            self._metric = xp.exp(-2 * theta_p[self._p_mlp:]) / self.n
+            self._probs = None
+        else:
+            self._metric = None
+            self._probs = xp.exp(Categorical.log_softmax(out))
+
+    def __call__(self, v_p):
+        xp = self._xp
+        if tuple(v_p.shape) != (self.num_params,):
+            raise ValueError(f"v must have shape ({self.num_params},), got {tuple(v_p.shape)}")
+        self.n_products += 1
+        mlp = self.policy.mlp
+        out_dot = mlp.jvp(self._cache, v_p[: self._p_mlp])  # J v
+        if self._probs is None:
+            u = out_dot * self._metric  # M J v / N, M = diag(1/σ²)
+            fv, _ = mlp.vjp(self._cache, u, input_grad=False)  # Jᵀ M J v / N
+            fv = xp.concat([fv, 2 * v_p[self._p_mlp:]])  # log σ block: 2 v
+        else:
+            u = Categorical.fisher_product_probs(self._probs, out_dot) / self.n  # (diag p − p pᵀ) J v / N
+            fv, _ = mlp.vjp(self._cache, u, input_grad=False)
+        if self.damping:
+            fv = fv + self.damping * v_p
+        return fv
+
+    def matvec(self, v_p):
+        """Same as calling the operator (scipy LinearOperator style)."""
+        return self(v_p)
+
+
+def policy_from_spec(spec: dict) -> _MLPPolicy:
+    """Rebuild a policy from :meth:`~_MLPPolicy.spec` output."""
+    try:
+        kind = spec["kind"]
+        common = dict(hidden_sizes=tuple(spec["hidden_sizes"]), activation=spec["activation"],
+                      hidden_gain=spec.get("hidden_gain", math.sqrt(2.0)),
+                      output_gain=spec.get("output_gain", 0.01))
+        if kind == "gaussian":
+            return GaussianMLPPolicy(spec["obs_dim"], spec["out_dim"], log_std_init=spec.get("log_std_init", 0.0), **common)
+        if kind == "categorical":
+            return CategoricalMLPPolicy(spec["obs_dim"], spec["out_dim"], **common)
+    except KeyError as exc:
+        raise ValueError(f"policy spec is missing the field {exc.args[0]!r}") from exc
+    raise ValueError(f"unknown policy kind {kind!r}; expected 'gaussian' or 'categorical'")
