@@ -68,7 +68,18 @@ def _backends():
     return out
 
 
-@pytest.fixture(params=_backends())
+@pytest.fixture(params=_backends(), scope="session")
 def xb(request) -> Backend:
-    """The backend under test (see module docstring)."""
+    """The backend under test (see module docstring); stateless, so one per session."""
     return request.param
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the finite-difference ledger: examples run and worst relative error per check."""
+    from oracles import FD_LEDGER
+
+    if not FD_LEDGER:
+        return
+    terminalreporter.section("finite-difference checks (examples, worst relative error)")
+    for name, (count, worst) in sorted(FD_LEDGER.items()):
+        terminalreporter.write_line(f"{name:55s} {count:6d}  {worst:.2e}")

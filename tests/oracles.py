@@ -49,3 +49,72 @@ def rel_err(actual, expected) -> float:
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     return float(np.max(np.abs(actual - expected), initial=0.0) / max(1.0, float(np.max(np.abs(expected), initial=0.0))))
+
+
+# --------------------------------------------------------------- policy oracles
+def dense_fisher(policy, theta, obs):
+    r"""Dense :math:`F = \frac1N\sum_n J_n^\top M_n J_n` from per-sample Jacobians.
+
+    ``J_n`` is the Jacobian of the distribution parameters φ_n (the network
+    output; for the Gaussian also log σ) with respect to θ, by central
+    differences of the forward pass; ``M_n`` is the distribution's Fisher
+    written out densely (diag(1/σ², 2) or diag(p) − p pᵀ).
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    obs = np.asarray(obs, dtype=np.float64)
+    p_mlp = policy.mlp.num_params
+    n = obs.shape[0]
+    F = np.zeros((theta.size, theta.size))
+    for i in range(n):
+        x = obs[i : i + 1]
+
+        def phi(t, x=x):
+            out, _ = policy.mlp.forward(t[:p_mlp], x)
+            out = np.ravel(out)
+            return np.concatenate([out, t[p_mlp:]]) if policy.kind == "gaussian" else out
+
+        J = jacobian_fd(phi, theta)
+        if policy.kind == "gaussian":
+            sigma2 = np.exp(2 * theta[p_mlp:])
+            M = np.diag(np.concatenate([1 / sigma2, 2 * np.ones(policy.act_dim)]))
+        else:
+            z = phi(theta)
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            M = np.diag(p) - np.outer(p, p)
+        F += J.T @ M @ J
+    return F / n
+
+
+def score_function_fisher_categorical(policy, theta, obs):
+    r"""Exact score-function Fisher :math:`\frac1N\sum_n\sum_a \pi(a|s_n)\nabla\log\pi\,\nabla\log\pi^\top`.
+
+    Every action of every state is enumerated; the score is taken by central
+    differences of ``policy.log_prob``.
+    """
+    theta = np.asarray(theta, dtype=np.float64)
+    n = obs.shape[0]
+    F = np.zeros((theta.size, theta.size))
+    for i in range(n):
+        x = obs[i : i + 1]
+        for a in range(policy.n_actions):
+            act = np.array([a])
+            score = np.ravel(jacobian_fd(lambda t: policy.log_prob(t, x, act), theta))
+            prob = float(np.exp(policy.log_prob(theta, x, act))[0])
+            F += prob * np.outer(score, score)
+    return F / n
+
+
+# ------------------------------------------------------ finite-difference ledger
+#: worst relative error seen per named finite-difference check, and the number
+#: of examples run; printed at the end of the pytest run (see conftest.py).
+FD_LEDGER: dict[str, list] = {}
+
+
+def record_fd(name: str, actual, expected) -> float:
+    """Relative error of ``actual`` against ``expected`` (see :func:`rel_err`), recorded."""
+    err = rel_err(actual, expected)
+    entry = FD_LEDGER.setdefault(name, [0, 0.0])
+    entry[0] += 1
+    entry[1] = max(entry[1], err)
+    return err
