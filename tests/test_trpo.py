@@ -1,0 +1,300 @@
+"""trpo_ref.trpo: one update end to end, its intermediates, presets and degenerate cases.
+
+Sections: worked example; properties of the step (β, expected improvement,
+line search); agreement with naive references (dense solve, recomputation);
+regressions of bugs other TRPO implementations shipped; presets; validation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import trpo_ref as tr
+from oracles import dense_fisher
+from trpo_ref import backend
+from trpo_ref.trpo import PRESETS, Batch, TRPOConfig, normalize_advantages, step_size, trpo_step
+
+
+def _np(x):
+    return backend.to_numpy(x)
+
+
+def make_case(kind="gaussian", seed=0, n=64, obs_dim=3, out_dim=2, hidden=(8,)):
+    rng = np.random.default_rng(seed)
+    if kind == "gaussian":
+        pi = tr.GaussianMLPPolicy(obs_dim, out_dim, hidden)
+    else:
+        pi = tr.CategoricalMLPPolicy(obs_dim, out_dim + 1, hidden)
+    theta = _np(pi.init_params(seed)) + 0.2 * rng.standard_normal(pi.num_params)
+    obs = rng.standard_normal((n, obs_dim))
+    act, logp = pi.sample(theta, obs, rng)
+    adv = rng.standard_normal(n) + 0.5
+    return pi, theta, Batch(obs, act, adv, logp), rng
+
+
+# ------------------------------------------------------------ worked example
+def test_step_size__worked_example_by_hand():
+    # xᵀ(F+λI)x = 8, δ = 0.01: β = sqrt(0.02 / 8) = 0.05
+    assert step_size(8.0, 0.01) == pytest.approx(0.05, rel=1e-15)
+    assert math.isnan(step_size(0.0, 0.01)) and math.isnan(step_size(-1.0, 0.01))
+    assert math.isnan(step_size(float("inf"), 0.01))
+
+
+def test_normalize_advantages__worked_example_by_hand():
+    # adv = [1, 2, 3]: mean 2, population std sqrt(2/3), sample std 1
+    adv = np.array([1.0, 2.0, 3.0])
+    out, zero = normalize_advantages(adv, ddof=0)
+    np.testing.assert_allclose(out, [-1.224744871391589, 0.0, 1.224744871391589], rtol=1e-15)
+    out, _ = normalize_advantages(adv, ddof=1, eps=1e-8)
+    np.testing.assert_allclose(out, [-1 / (1 + 1e-8), 0.0, 1 / (1 + 1e-8)], rtol=1e-15)
+    out, _ = normalize_advantages(adv, ddof=1, eps=1e-8, mode="var_plus_eps")  # garage: / (var + ε)
+    np.testing.assert_allclose(out, [-1 / (1 + 1e-8), 0.0, 1 / (1 + 1e-8)], rtol=1e-15)
+    out, zero = normalize_advantages(np.full(4, 3.0))
+    assert zero and not np.any(out)
+
+
+# ------------------------------------------------------------- step properties
+@given(seed=st.integers(0, 2**31), kind=st.sampled_from(["gaussian", "categorical"]),
+       max_kl=st.floats(1e-4, 0.1), damping=st.floats(1e-3, 1.0))
+def test_beta__fills_the_trust_region_and_expected_improvement_is_beta_g_x(xb, seed, kind, max_kl, damping):
+    pi, theta, b, _ = make_case(kind, seed)
+    X = xb.asarray
+    batch = Batch(X(b.obs), X(b.act), X(b.adv), X(b.logp_old))
+    _, info = trpo_step(pi, X(theta), batch, TRPOConfig(max_kl=max_kl, cg_damping=damping))
+    # ½ β² xᵀ(F+λI)x = δ: β is computed from xFx by one sqrt: relative rounding ~1e-16
+    assert 0.5 * info.beta**2 * info.xFx == pytest.approx(max_kl, rel=1e-12)
+    x, g = _np(info.step_dir), _np(info.g)
+    assert info.expected_improvement == pytest.approx(info.beta * float(g @ x), rel=1e-12)
+    # xFx is recomputed here with an independent product: (F+λI)x from the policy
+    fx = _np(pi.fisher_vector_product(theta, b.obs, x, damping=damping))
+    assert info.xFx == pytest.approx(float(x @ fx), rel=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+def test_cg_on_damped_fisher__matches_dense_solve(kind):
+    pi, theta, b, _ = make_case(kind, 1, n=12, hidden=(4,))
+    cfg = TRPOConfig(cg_iters=pi.num_params * 3, cg_residual_tol=None, cg_rtol=1e-12)
+    _, info = trpo_step(pi, theta, b, cfg)
+    F = dense_fisher(pi, theta, b.obs) + cfg.cg_damping * np.eye(pi.num_params)
+    x_dense = np.linalg.solve(F, _np(info.g))
+    # dense F is assembled from FD Jacobians (error ~1e-9 relative, oracles.fd_step);
+    # cond(F + 0.1 I) ≤ (‖F‖ + 0.1)/0.1 ~ 1e2 here, so x agrees to ~1e-7 relative.
+    np.testing.assert_allclose(_np(info.step_dir), x_dense, rtol=0, atol=1e-6 * np.abs(x_dense).max())
+    assert info.cg.converged
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_trpo_step__info_agrees_with_recomputation(kind, preset):
+    pi, theta, b, _ = make_case(kind, 2)
+    cfg = TRPOConfig.preset(preset)
+    theta_new, info = trpo_step(pi, theta, b, cfg)
+    assert info.status == "accepted", info.status
+    adv = _np(info.adv)
+    reverse = cfg.kl_direction == "new_old" if not (kind == "categorical" and cfg.kl_direction_categorical) \
+        else cfg.kl_direction_categorical == "new_old"
+    scale = 1 / pi.act_dim if (kind == "gaussian" and cfg.kl_action_reduction == "mean") else 1.0
+    kl = scale * float(pi.kl(theta, theta_new, b.obs, reverse=reverse))
+    # same arithmetic in the same order: the recomputation is bit-identical up to
+    # the reuse of the line search's value (one rounding)
+    assert info.kl == pytest.approx(kl, rel=1e-13, abs=1e-16)
+    after = float(pi.surrogate(theta_new, b.obs, b.act, adv, b.logp_old))
+    assert info.surrogate_after == pytest.approx(after, rel=1e-13)
+    before = float(np.mean(adv))  # ratio = 1 at θ_old
+    assert info.surrogate_before == pytest.approx(before, rel=1e-13, abs=1e-15)
+    assert info.surrogate_change > 0  # an accepted step improves L
+    np.testing.assert_array_equal(_np(theta_new), theta + info.line_search.tries[info.accepted_index].fraction * _np(info.full_step))
+    # accepted under the preset's rule
+    if cfg.kl_bound_factor is not None:
+        assert info.kl <= cfg.kl_bound_factor * cfg.max_kl
+
+
+def test_trpo_step__every_try_is_recorded_and_first_admissible_accepted():
+    # A δ so large that the full step overshoots: tries shrink until admissible.
+    pi, theta, b, _ = make_case("gaussian", 3)
+    cfg = TRPOConfig(max_kl=5.0)
+    theta_new, info = trpo_step(pi, theta, b, cfg)
+    tries = info.tries
+    assert info.accepted_index is not None and info.accepted_index == len(tries) - 1
+    assert all(not t.accepted for t in tries[:-1]) and tries[-1].accepted
+    for j, t in enumerate(tries):
+        assert t.fraction == 0.5**j
+        th = theta + t.fraction * _np(info.full_step)
+        assert t.kl == pytest.approx(float(pi.kl(theta, th, b.obs)), rel=1e-13)
+        # a rejected try fails the paper's rule, the accepted one meets it
+        ok = t.kl <= cfg.max_kl and t.improvement > 0
+        assert ok == t.accepted
+
+
+# ---------------------------------------------------- regressions (shipped bugs)
+def test_failed_line_search__returns_theta_old_bit_for_bit():
+    pi, theta, b, _ = make_case("gaussian", 4)
+    cfg = TRPOConfig(kl_bound_factor=1e-12, backtrack_iters=3)  # no try can satisfy KL ≤ 1e-14
+    theta_new, info = trpo_step(pi, theta, b, cfg)
+    assert info.status == "line_search_failed" and info.accepted_index is None
+    assert theta_new is theta
+    assert len(info.tries) == 3 and info.n_backtracks == 3
+    assert info.kl == 0.0 and info.surrogate_change == 0.0
+
+
+def test_log_std_moves_after_an_accepted_step():
+    pi, theta, b, rng = make_case("gaussian", 5)
+    # advantages favouring actions far from the mean: the update must widen σ
+    mean = pi.sample(theta, b.obs, deterministic=True)[0]
+    adv = np.sum((b.act - mean) ** 2, axis=1) - 2.0
+    theta_new, info = trpo_step(pi, theta, Batch(b.obs, b.act, adv, b.logp_old))
+    assert info.status == "accepted"
+    assert np.all(_np(theta_new)[-2:] > theta[-2:])
+
+
+def test_normalized_advantages_are_the_ones_used():
+    pi, theta, b, _ = make_case("categorical", 6)
+    cfg = TRPOConfig.preset("baselines")
+    _, info = trpo_step(pi, theta, b, cfg)
+    adv_norm = (b.adv - b.adv.mean()) / b.adv.std()
+    np.testing.assert_allclose(_np(info.adv), adv_norm, rtol=1e-14, atol=1e-15)
+    g_expected = pi.surrogate_grad(theta, b.obs, b.act, adv_norm, b.logp_old)
+    np.testing.assert_allclose(_np(info.g), g_expected, rtol=1e-12, atol=1e-15)
+    g_raw = pi.surrogate_grad(theta, b.obs, b.act, b.adv, b.logp_old)
+    assert np.max(np.abs(g_raw - g_expected)) > 1e-3  # the two differ: the test has power
+
+
+def test_zero_gradient__reported_not_nan():
+    pi, theta, b, _ = make_case("gaussian", 7)
+    theta_new, info = trpo_step(pi, theta, Batch(b.obs, b.act, np.zeros(len(b)), b.logp_old))
+    assert info.status == "zero_gradient" and theta_new is theta
+
+
+def test_advantage_std_zero__handled_under_normalization():
+    pi, theta, b, _ = make_case("gaussian", 8)
+    theta_new, info = trpo_step(pi, theta, Batch(b.obs, b.act, np.full(len(b), 2.5), b.logp_old),
+                                TRPOConfig(normalize_adv=True))
+    assert info.adv_std_zero and info.status == "zero_gradient" and theta_new is theta
+    assert np.all(np.isfinite(_np(info.adv)))
+
+
+def test_nonpositive_curvature__reported_not_nan():
+    pi, theta, b, _ = make_case("gaussian", 9)
+
+    class Broken(tr.GaussianMLPPolicy):
+        def fisher_operator(self, theta_p, obs_no, damping=0.0):
+            return lambda v: -v  # negative definite "Fisher": pᵀAp < 0 at once
+
+    broken = Broken(3, 2, (8,))
+    theta_new, info = trpo_step(broken, theta, b, TRPOConfig(cg_damping=0.0))
+    assert info.status == "nonpositive_curvature" and theta_new is theta
+    assert info.cg.breakdown and np.all(np.isfinite(_np(info.step_dir)))
+
+
+def test_empty_batch__clear_error():
+    with pytest.raises(ValueError, match="empty"):
+        Batch(np.zeros((0, 3)), np.zeros((0, 2)), np.zeros(0), np.zeros(0))
+    with pytest.raises(ValueError, match="adv"):
+        Batch(np.zeros((4, 3)), np.zeros((4, 2)), np.zeros(3), np.zeros(4))
+
+
+# ----------------------------------------------------------- NPG and VPG
+def test_npg_and_vpg__fixed_steps():
+    pi, theta, b, _ = make_case("gaussian", 10)
+    th_npg, info = trpo_step(pi, theta, b, TRPOConfig(method="npg", step_size=0.05))
+    assert info.status == "fixed_step" and info.line_search is None
+    np.testing.assert_array_equal(_np(th_npg), theta + 0.05 * _np(info.step_dir))
+    th_vpg, info_v = trpo_step(pi, theta, b, TRPOConfig(method="vpg", step_size=0.05))
+    np.testing.assert_array_equal(_np(th_vpg), theta + 0.05 * _np(info_v.g))
+    assert info_v.cg is None
+
+
+# ---------------------------------------------------------------- presets
+def test_presets__fields_match_the_verified_table():
+    # docs/presets.md, summary table (verified against each library's source)
+    expect = {
+        "paper": dict(cg_iters=10, cg_damping=0.1, backtrack_coeff=0.5, backtrack_iters=10, kl_bound_factor=1.0,
+                      kl_strict=False, require_improvement="strict", kl_direction="old_new", normalize_adv=False),
+        "sb3-contrib": dict(cg_iters=15, cg_damping=0.1, backtrack_coeff=0.8, backtrack_iters=10, kl_strict=True,
+                            kl_direction="new_old", normalize_adv=True, adv_std_ddof=1, adv_eps=1e-8, cg_x0="random",
+                            kl_action_reduction="mean"),
+        "baselines": dict(cg_iters=10, cg_damping=0.1, backtrack_coeff=0.5, kl_bound_factor=1.5,
+                          require_improvement="nonstrict", fisher_stride=5, adv_std_ddof=0, adv_eps=0.0),
+        "spinningup": dict(cg_residual_tol=None, backtrack_coeff=0.8, require_improvement="nonstrict",
+                           kl_direction="new_old", kl_direction_categorical="old_new"),
+        "modular_rl": dict(cg_damping=1e-3, kl_bound_factor=None, improve_ratio=0.1, backtrack_coeff=0.5),
+        "garage": dict(cg_damping=1e-5, backtrack_coeff=0.8, backtrack_iters=15, kl_strict=True,
+                       adv_eps_mode="var_plus_eps", adv_std_ddof=1),
+    }
+    assert set(expect) == set(PRESETS)
+    for name, values in expect.items():
+        cfg = TRPOConfig.preset(name)
+        for k, v in values.items():
+            assert getattr(cfg, k) == v, (name, k)
+
+
+def test_preset__overrides_and_round_trip():
+    cfg = TRPOConfig.preset("sb3-contrib", max_kl=0.02)
+    assert cfg.max_kl == 0.02 and cfg.cg_iters == 15
+    assert TRPOConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown preset"):
+        TRPOConfig.preset("ppo")
+    with pytest.raises(ValueError, match="unknown TRPOConfig fields"):
+        TRPOConfig.from_dict({"max_k": 0.1})
+
+
+def test_sb3_mean_reduction__divides_kl_and_fisher_by_act_dim():
+    pi, theta, b, _ = make_case("gaussian", 11)
+    base = TRPOConfig(kl_direction="new_old")
+    _, i_sum = trpo_step(pi, theta, b, base)
+    _, i_mean = trpo_step(pi, theta, b, TRPOConfig(kl_direction="new_old", kl_action_reduction="mean", cg_damping=0.05))
+    # (F/2 + 0.05 I) = ½(F + 0.1 I): same CG direction up to the factor 2, same β x.
+    np.testing.assert_allclose(_np(i_mean.step_dir), 2 * _np(i_sum.step_dir), rtol=1e-9)
+    v, fv = i_mean.fisher_products[0]
+    np.testing.assert_allclose(_np(fv), pi.fisher_vector_product(theta, b.obs, v) / 2 + 0.05 * _np(v), rtol=1e-13)
+
+
+def test_fisher_stride__uses_every_kth_sample_for_products_only():
+    pi, theta, b, _ = make_case("gaussian", 12, n=50)
+    _, info = trpo_step(pi, theta, b, TRPOConfig(fisher_stride=5))
+    v, fv = info.fisher_products[1]
+    np.testing.assert_allclose(_np(fv), pi.fisher_vector_product(theta, b.obs[::5], v, damping=0.1), rtol=1e-13)
+    np.testing.assert_allclose(_np(info.g), pi.surrogate_grad(theta, b.obs, b.act, b.adv, b.logp_old), rtol=1e-14)
+
+
+def test_entropy_coef__adds_entropy_gradient():
+    pi, theta, b, _ = make_case("categorical", 13)
+    _, info = trpo_step(pi, theta, b, TRPOConfig(entropy_coef=0.1))
+    g = pi.surrogate_grad(theta, b.obs, b.act, b.adv, b.logp_old) + 0.1 * pi.entropy_grad(theta, b.obs)
+    np.testing.assert_allclose(_np(info.g), g, rtol=1e-14, atol=1e-16)
+
+
+def test_trpo_step__backends_agree(xb):
+    pi, theta, b, _ = make_case("categorical", 14)
+    X = xb.asarray
+    th_x, info_x = trpo_step(pi, X(theta), Batch(X(b.obs), X(b.act), X(b.adv), X(b.logp_old)), TRPOConfig.preset("baselines"))
+    th_n, info_n = trpo_step(pi, theta, b, TRPOConfig.preset("baselines"))
+    # identical algorithm and float64 arithmetic; summation order may differ per backend
+    np.testing.assert_allclose(_np(th_x), _np(th_n), rtol=1e-12, atol=1e-14)
+    assert info_x.accepted_index == info_n.accepted_index
+
+
+# ------------------------------------------------------------- validation
+@pytest.mark.parametrize("field, value", [
+    ("max_kl", 0.0), ("max_kl", -1.0), ("max_kl", float("nan")), ("backtrack_coeff", 1.0), ("backtrack_coeff", 0.0),
+    ("cg_iters", 0), ("backtrack_iters", 0), ("require_improvement", "maybe"), ("kl_direction", "both"),
+    ("method", "ppo"), ("fisher_stride", 0), ("fisher_fraction", 0.0), ("adv_eps_mode", "x"), ("cg_damping", -0.1),
+])
+def test_bad_config__raises_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=f"TRPOConfig.{field}"):
+        TRPOConfig(**{field: value})
+
+
+def test_config_fields__each_has_a_docstring():
+    import inspect
+
+    src = inspect.getsource(TRPOConfig)
+    for f in fields(TRPOConfig):
+        after = src.split(f"\n    {f.name}:", 1)[1].split("\n", 2)[1]
+        assert after.strip().startswith('"""'), f.name
