@@ -118,3 +118,34 @@ def record_fd(name: str, actual, expected) -> float:
     entry[0] += 1
     entry[1] = max(entry[1], err)
     return err
+
+
+# ---------------------------------------------------------------- critic oracles
+def ridge_normal_equations(obs_no, ret_n, l2=0.0):
+    r"""Minimiser of :math:`\frac1N\|Xw + b - y\|^2 + \lambda_2(\|w\|^2 + b^2)` by ``numpy.linalg.solve``.
+
+    The linear critic (``hidden_sizes=()``), in its layout ``[w (obs_dim), b]``:
+    with :math:`A = [X, 1]` the normal equations are
+    :math:`(A^\top A/N + \lambda_2 I)\,[w; b] = A^\top y/N`.
+    """
+    obs_no = np.asarray(obs_no, dtype=np.float64)
+    a = np.concatenate([obs_no, np.ones((obs_no.shape[0], 1))], axis=1)
+    n = obs_no.shape[0]
+    return np.linalg.solve(a.T @ a / n + l2 * np.eye(a.shape[1]), a.T @ np.asarray(ret_n, dtype=np.float64) / n)
+
+
+def adam_textbook(w, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    r"""Kingma & Ba (2015), Algorithm 1, line by line, ε added to :math:`\sqrt{\hat v}`.
+
+    Returns the weights after one step per gradient in ``grads``.
+    """
+    w = np.array(w, dtype=np.float64)
+    m = np.zeros_like(w)
+    v = np.zeros_like(w)
+    for t, g in enumerate(grads, start=1):
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g**2
+        m_hat = m / (1 - beta1**t)
+        v_hat = v / (1 - beta2**t)
+        w = w - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return w
