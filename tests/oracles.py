@@ -149,3 +149,48 @@ def adam_textbook(w, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8):
         v_hat = v / (1 - beta2**t)
         w = w - lr * m_hat / (np.sqrt(v_hat) + eps)
     return w
+
+
+# ------------------------------------------------------------ advantage oracles
+def gae_direct_sum(rew, val, next_val, terminated, truncated, gamma, gae_lambda):
+    r"""O(T²) GAE by the direct sum :math:`\hat A_t = \sum_{k\ge0}(\gamma\lambda)^k\,\mathrm{td}_{t+k}`.
+
+    Element by element, no recursion: each td is written out from its
+    definition, and the sum for (t, e) runs forward from t and stops after
+    the first step whose terminated or truncated flag is set (or at the end
+    of the batch).
+    """
+    T, E = np.shape(rew)
+    adv = np.zeros((T, E))
+    for e in range(E):
+        for t in range(T):
+            total, weight = 0.0, 1.0
+            for k in range(t, T):
+                bootstrap = 0.0 if terminated[k][e] else gamma * next_val[k][e]
+                td = rew[k][e] + bootstrap - val[k][e]
+                total += weight * td
+                weight *= gamma * gae_lambda
+                if terminated[k][e] or truncated[k][e]:
+                    break
+            adv[t, e] = total
+    return adv
+
+
+def discounted_returns_direct_sum(rew, terminated, truncated, gamma, bootstrap=None):
+    r"""O(T²) :math:`R_t = \sum_{k\ge0}\gamma^k r_{t+k}` up to and including the first episode end,
+    plus :math:`\gamma^{T-t}` ``bootstrap`` when no episode end is met before the batch ends."""
+    T, E = np.shape(rew)
+    ret = np.zeros((T, E))
+    for e in range(E):
+        for t in range(T):
+            total, weight, ended = 0.0, 1.0, False
+            for k in range(t, T):
+                total += weight * rew[k][e]
+                weight *= gamma
+                if terminated[k][e] or truncated[k][e]:
+                    ended = True
+                    break
+            if not ended and bootstrap is not None:
+                total += weight * bootstrap[e]
+            ret[t, e] = total
+    return ret
