@@ -325,3 +325,15 @@ def test_conjugate_gradient__does_not_mutate_b_or_x0_and_reports_consistent_leng
     # n-term sum, ≤ n·eps·max|A|·‖x0‖₁ ≈ 1e-13·max|A| here (n ≤ 8, |x0_i| ≲ 3).
     r0 = b - A @ x0_host
     assert res.residual_norms[0] == pytest.approx(np.linalg.norm(r0), rel=1e-12, abs=1e-12 * np.abs(A).max())
+
+
+def test_alpha_eps__enters_the_step_denominator_only_when_asked():
+    # 1-D system 2 x = 4: one CG step gives α = rᵀr/(pᵀAp + ε) = 16/(32 + ε), x = 4α.
+    cg = conjugate_gradient
+    A = lambda v: 2.0 * v  # noqa: E731
+    b = np.array([4.0])
+    assert cg(A, b, max_iter=1).x[0] == 2.0
+    eps = 1e-3
+    np.testing.assert_allclose(cg(A, b, max_iter=1, alpha_eps=eps).x[0], 4 * 16 / (32 + eps), rtol=1e-15)
+    with pytest.raises(ValueError, match="alpha_eps"):
+        cg(A, b, alpha_eps=-1.0)

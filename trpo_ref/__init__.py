@@ -3,7 +3,12 @@
 NumPy (CuPy on a GPU) with every derivative written by hand; see docs/.
 """
 
+from .advantages import discounted_returns, gae, td_residuals
+from .cg import CGResult, conjugate_gradient
+from .linesearch import LineSearchResult, LineSearchTry, backtracking_line_search
 from .policy import CategoricalMLPPolicy, FisherOperator, GaussianMLPPolicy, policy_from_spec
+from .trpo import PRESETS, Batch, StepInfo, TRPOConfig, normalize_advantages, step_size, trpo_step
+from .value import ValueFunction, explained_variance, fit_adam, fit_lbfgs
 
 __version__ = "0.1.0"
 
@@ -12,4 +17,23 @@ __all__ = [
     "CategoricalMLPPolicy",
     "FisherOperator",
     "policy_from_spec",
+    "conjugate_gradient",
+    "CGResult",
+    "backtracking_line_search",
+    "LineSearchResult",
+    "LineSearchTry",
+    "gae",
+    "td_residuals",
+    "discounted_returns",
+    "Batch",
+    "TRPOConfig",
+    "StepInfo",
+    "PRESETS",
+    "trpo_step",
+    "normalize_advantages",
+    "step_size",
+    "ValueFunction",
+    "fit_adam",
+    "fit_lbfgs",
+    "explained_variance",
 ]

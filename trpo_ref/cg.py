@@ -98,6 +98,7 @@ def conjugate_gradient(
     x0=None,
     callback: Callable[[Any], None] | None = None,
     keep_iterates: bool = False,
+    alpha_eps: float = 0.0,
 ) -> CGResult:
     r"""Solve :math:`A x = b` by conjugate gradient (Hestenes–Stiefel).
 
@@ -131,6 +132,10 @@ def conjugate_gradient(
         ``callback(x_k)`` after each completed iteration.
     keep_iterates : bool, default False
         Keep :math:`x_1, \dots` in :attr:`CGResult.iterates`.
+    alpha_eps : float, default 0
+        Added to the denominator of α: :math:`\alpha_k = r^\top r / (p^\top A p + \epsilon)`.
+        Zero (no hidden epsilon) unless asked for; Spinning Up's CG uses 1e-8,
+        and its preset sets it so the replay is exact.
 
     Returns
     -------
@@ -163,6 +168,8 @@ def conjugate_gradient(
     """
     xp = backend.namespace(b, x0)
     _check_args(b, x0, max_iter, rtol, atol, squared_residual_tol)
+    if not (math.isfinite(alpha_eps) and alpha_eps >= 0):
+        raise ValueError(f"alpha_eps must be finite and >= 0, got {alpha_eps!r}")
     bb = _dot(xp, b, b)
     b_norm = math.sqrt(bb)
     if b_norm == 0.0:
@@ -196,7 +203,7 @@ def conjugate_gradient(
         pAp_list.append(pAp)
         if not (math.isfinite(pAp) and pAp > 0.0):
             return result(False, True)
-        alpha = rr / pAp                      # α_k = rᵀr / pᵀAp
+        alpha = rr / (pAp + alpha_eps)        # α_k = rᵀr / pᵀAp
         x_new = x + alpha * p                 # x_{k+1} = x_k + α_k p_k
         r_new = r - alpha * Ap                # r_{k+1} = r_k − α_k A p_k
         # r_{k+1}ᵀr_{k+1}, reported as NaN when x_{k+1} has a non-finite entry (one sync).

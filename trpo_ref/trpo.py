@@ -108,6 +108,9 @@ class TRPOConfig:
     cg_atol: float = 0.0
     """Absolute CG tolerance on ‖r‖; 0 disables it."""
 
+    cg_alpha_eps: float = 0.0
+    """ε in CG's step α = rᵀr / (pᵀAp + ε): 0 in the paper; Spinning Up's CG adds 1e-8."""
+
     cg_x0: str = "zero"
     """CG start: ``"zero"`` or ``"random"`` (``cg_x0_scale`` · N(0, I) drawn on the host, as SB3-contrib)."""
 
@@ -192,6 +195,8 @@ class TRPOConfig:
             bad("max_kl", "must be a finite number > 0")
         if int(self.cg_iters) != self.cg_iters or self.cg_iters < 1:
             bad("cg_iters", "must be an integer >= 1")
+        if not (self.cg_alpha_eps >= 0 and math.isfinite(self.cg_alpha_eps)):
+            bad("cg_alpha_eps", "must be finite and >= 0")
         if not self.cg_damping >= 0:
             bad("cg_damping", "must be >= 0")
         if not 0 < self.backtrack_coeff < 1:
@@ -259,6 +264,7 @@ PRESETS: dict[str, dict] = {
     "spinningup": dict(
         cg_residual_tol=None, backtrack_coeff=0.8, require_improvement="nonstrict", check_finite=False,
         kl_direction="new_old", kl_direction_categorical="old_new", normalize_adv=True, step_size_eps=1e-8,
+        cg_alpha_eps=1e-8,
     ),
     "modular_rl": dict(
         cg_damping=1e-3, kl_bound_factor=None, improve_ratio=0.1, check_finite=False,
@@ -507,7 +513,8 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
     if x0 is not None:
         x0 = backend.from_numpy(backend.to_numpy(x0), xp, dev, theta.dtype)
     cg = conjugate_gradient(damped_fvp, g, max_iter=config.cg_iters, rtol=config.cg_rtol, atol=config.cg_atol,
-                            squared_residual_tol=config.cg_residual_tol, x0=x0, keep_iterates=True)
+                            squared_residual_tol=config.cg_residual_tol, x0=x0, keep_iterates=True,
+                            alpha_eps=config.cg_alpha_eps)
     x = cg.x
     fx = damped_fvp(x)  # (F + λI)x: the curvature along x for β
     xFx = backend.to_float(xp.sum(x * fx))
