@@ -49,6 +49,10 @@ class MLPCache:
     inputs: list
     weights: list
     biases: list
+    act_derivs: list | None = None
+    """``act_derivs[l]`` is φ'(z_l) of hidden layer ``l`` (a mask for relu),
+    filled on first use by :meth:`MLP.vjp` / :meth:`MLP.jvp`: every product at
+    the same forward pass (each CG iteration at θ_old) reuses it."""
 
 
 class MLP:
@@ -171,15 +175,26 @@ class MLP:
                 h = z
         return h, MLPCache(inputs, weights, biases)
 
-    def _act_scale(self, h, u, xp):
-        """``φ'(z) * u`` with ``φ'`` written in terms of the output ``h = φ(z)``.
+    def _act_scale(self, cache: MLPCache, l: int, u, xp):
+        """``φ'(z_l) * u`` for hidden layer ``l``, with ``φ'`` written in terms of
+        the layer's output ``h = φ(z_l)`` and kept in the cache.
 
         The activation's Jacobian is diagonal, so the same product serves the
         reverse (cotangent) and forward (tangent) passes.
         """
+        if cache.act_derivs is None:
+            cache.act_derivs = [None] * (self.n_layers - 1)
+        d = cache.act_derivs[l]
+        if d is None:
+            h = cache.inputs[l + 1]
+            if self.activation == "tanh":
+                d = 1 - h * h  # d tanh(z)/dz = 1 - tanh(z)^2
+            else:
+                d = h > 0  # d relu(z)/dz = [z > 0]
+            cache.act_derivs[l] = d
         if self.activation == "tanh":
-            return u * (1 - h * h)  # d tanh(z)/dz = 1 - tanh(z)^2
-        return xp.where(h > 0, u, xp.zeros_like(u))  # d relu(z)/dz = [z > 0]
+            return u * d
+        return xp.where(d, u, xp.zeros_like(u))
 
     # --------------------------------------------------------------------- vjp
     def vjp(self, cache: MLPCache, out_bar, input_grad: bool = True):
@@ -214,7 +229,7 @@ class MLP:
             parts.append(xp.reshape(W_bar, (-1,)))
             if l > 0:
                 h_bar = z_bar @ W.T  # dL/dh = z̄ Wᵀ
-                z_bar = self._act_scale(h_in, h_bar, xp)
+                z_bar = self._act_scale(cache, l - 1, h_bar, xp)
             elif input_grad:
                 x_bar = z_bar @ W.T
         parts.reverse()
@@ -248,15 +263,16 @@ class MLP:
             W_dots = b_dots = None
         h_dot = x_dot
         for l in range(self.n_layers):
-            h_in = cache.inputs[l]
-            z_dot = None
-            if h_dot is not None:
+            if W_dots is None:
                 z_dot = h_dot @ cache.weights[l]
-            if W_dots is not None:
-                term = h_in @ W_dots[l] + b_dots[l]
-                z_dot = term if z_dot is None else z_dot + term
+            else:
+                # ż = h Ẇ + ḃ + ḣ W, accumulated in place into the fresh product
+                z_dot = cache.inputs[l] @ W_dots[l]
+                z_dot += b_dots[l]
+                if h_dot is not None:
+                    z_dot += h_dot @ cache.weights[l]
             if l < self.n_layers - 1:
-                h_dot = self._act_scale(cache.inputs[l + 1], z_dot, xp)
+                h_dot = self._act_scale(cache, l, z_dot, xp)
             else:
                 h_dot = z_dot
         return h_dot
