@@ -1,0 +1,116 @@
+"""``trpo-ref trace`` and ``trpo-ref check``: write an oracle trace, check one.
+
+Exit codes of ``check``: 0 every quantity agrees, 1 a quantity is out of
+tolerance (the first one is named), 2 the file is unusable (one line on
+stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli import CLIError
+
+__all__ = ["register_cli", "cmd_trace", "cmd_check"]
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"hidden sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def register_cli(subparsers) -> None:
+    from .trace import DEFAULT_ATOL, DEFAULT_RTOL
+    from .trpo import PRESETS
+
+    p = subparsers.add_parser(
+        "trace", help="write an oracle trace of one update (synthetic case, or your weights and batch)",
+        description="Run one trpo_ref update and write its inputs and every intermediate to a .npz trace. "
+                    "Either a seeded synthetic case (--policy, --seed) or your own weights and batch "
+                    "(--weights, --batch). See docs/oracle.md.")
+    p.add_argument("--preset", required=True, choices=sorted(PRESETS), help="library whose update to replay")
+    p.add_argument("-o", "--output", required=True, help="trace file to write (.npz)")
+    syn = p.add_argument_group("synthetic case")
+    syn.add_argument("--policy", choices=("gaussian", "categorical"), help="policy kind of the synthetic case")
+    syn.add_argument("--seed", type=int, default=0, help="seed of the synthetic case (default 0)")
+    syn.add_argument("--n", type=int, default=64, help="batch size (default 64)")
+    syn.add_argument("--obs-dim", type=int, default=4, help="observation dimension (default 4)")
+    syn.add_argument("--act-dim", type=int, default=2,
+                     help="action dimension, or number of actions for categorical (default 2)")
+    syn.add_argument("--hidden", type=_sizes, default=(16, 16), help="hidden sizes, e.g. 64,64 (default 16,16)")
+    own = p.add_argument_group("your weights and batch")
+    own.add_argument("--weights", help="policy weights (.npz or .safetensors)")
+    own.add_argument("--batch", help="batch (.npz or .safetensors with obs, act, adv, logp_old [, cg_x0])")
+    own.add_argument("--layout", default="auto", choices=("auto", "sb3", "cleanrl", "trpo_ref"),
+                     help="key layout of the weights (default: guessed from the keys)")
+    p.add_argument("--activation", default="tanh", choices=("tanh", "relu"), help="hidden activation (default tanh)")
+    p.set_defaults(func=cmd_trace)
+
+    c = subparsers.add_parser(
+        "check", help="recompute a trace's update and report where it departs",
+        description="Recompute the update from the trace's inputs and compare every recorded quantity, in the "
+                    "order the algorithm computes them. Exit 0: all agree; 1: a quantity is out of tolerance; "
+                    "2: unusable file.")
+    c.add_argument("file", help="trace file (.npz)")
+    c.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
+    c.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
+    c.add_argument("--reference", help="compare against this trace file instead of recomputing")
+    c.add_argument("--failures-only", action="store_true", help="print only the rows out of tolerance")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.set_defaults(func=cmd_check)
+
+
+def cmd_trace(args) -> int:
+    from . import interop
+    from .trace import compute_trace, synthetic_case
+    from .trpo import TRPOConfig
+
+    own = args.weights is not None or args.batch is not None
+    if own and args.policy is not None:
+        raise CLIError("give either --policy (synthetic case) or --weights and --batch, not both")
+    if own:
+        if args.weights is None or args.batch is None:
+            raise CLIError("--weights and --batch go together")
+        policy, theta = interop.load_weights(args.weights, args.layout, activation=args.activation)
+        batch, x0 = interop.load_batch(args.batch, policy)
+    else:
+        if args.policy is None:
+            raise CLIError("give --policy gaussian|categorical (synthetic case) or --weights and --batch")
+        for name in ("n", "obs_dim", "act_dim"):
+            if getattr(args, name) < 1:
+                raise CLIError(f"--{name.replace('_', '-')} must be >= 1")
+        policy, theta, batch = synthetic_case(args.policy, args.seed, args.n, args.obs_dim, args.act_dim,
+                                              args.hidden, args.activation)
+        x0 = None
+    trace = compute_trace(policy, theta, batch, TRPOConfig.preset(args.preset), args.preset, x0=x0)
+    path = trace.save(args.output)
+    acc = int(trace["accepted_index"])
+    print(f"wrote {path}: {policy.kind} policy, {policy.num_params} parameters, N = {len(batch)}, "
+          f"preset {args.preset}, status {trace.status}"
+          + (f" (try {acc})" if acc >= 0 else ""))
+    return 0
+
+
+def cmd_check(args) -> int:
+    import json
+
+    from .trace import check_trace, compare_files
+
+    if not (args.rtol >= 0 and args.atol >= 0):
+        raise CLIError("--rtol and --atol must be >= 0")
+    if args.reference:
+        report = compare_files(args.reference, args.file, args.rtol, args.atol)
+    else:
+        report = check_trace(args.file, args.rtol, args.atol)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1, default=str))
+    else:
+        print(report.to_text("failures" if args.failures_only else "all"))
+    sys.stdout.flush()
+    return 0 if report.ok else 1
