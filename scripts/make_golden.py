@@ -3,6 +3,7 @@
 
     python scripts/make_golden.py            # rewrite tests/golden/*.npz
     python scripts/make_golden.py --check    # recompute and compare, write nothing
+    python scripts/make_golden.py --spread   # measure the rounding-level spread behind DEFAULT_RTOL
 
 Each case is a seeded synthetic update (trpo_ref.trace.synthetic_case) on a
 small network (obs 3 -> 4 -> 3 -> out, tanh) and N = 20 samples, so the twelve
@@ -19,7 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trpo_ref.trace import check_trace, compute_trace, synthetic_case  # noqa: E402
+import numpy as np  # noqa: E402
+
+from trpo_ref.trace import DEFAULT_ATOL, check_trace, compare_traces, compute_trace, synthetic_case  # noqa: E402
 from trpo_ref.trpo import PRESETS, TRPOConfig  # noqa: E402
 
 GOLDEN_DIR = ROOT / "tests" / "golden"
@@ -45,10 +48,49 @@ def make(preset: str, kind: str, seed: int):
     return compute_trace(policy, theta, batch, TRPOConfig.preset(preset), preset)
 
 
+def spread(seeds=range(3), sizes=((20, 3, (4, 3)), (64, 5, (16, 16)), (256, 8, (64, 64)))):
+    """Largest relative change of each quantity when θ_old moves by ~1 ulp.
+
+    That is the size of a rounding-level difference between two correct float64
+    implementations (another BLAS, another summation order).  Returns
+    ``{row group: (max relative error, case)}``; decisions that flip are counted
+    under ``"DECISION ..."``.
+    """
+    worst: dict[str, tuple[float, str]] = {}
+    for kind in ("gaussian", "categorical"):
+        for preset in sorted(PRESETS):
+            for seed in seeds:
+                for n, obs_dim, hidden in sizes:
+                    policy, theta, batch = synthetic_case(kind, seed, n=n, obs_dim=obs_dim, act_dim=OUT_DIM[kind],
+                                                          hidden_sizes=hidden)
+                    cfg = TRPOConfig.preset(preset)
+                    a = compute_trace(policy, theta, batch, cfg)
+                    rng = np.random.default_rng(seed)
+                    nudged = theta * (1 + 2.2e-16 * rng.standard_normal(theta.shape))
+                    b = compute_trace(policy, nudged, batch, cfg, x0=a.arrays.get("cg_x0")).with_arrays(theta_old=theta)
+                    for row in compare_traces(a, b, rtol=0.0, atol=0.0).rows:
+                        group = row.name.split("[")[0] + ("[]" + row.name.split("]")[-1] if "[" in row.name else "")
+                        case = f"{preset}-{kind} seed {seed} N {n}"
+                        if row.exact:
+                            if row.max_abs:
+                                worst["DECISION " + group] = (worst.get("DECISION " + group, (0, ""))[0] + 1, case)
+                            continue
+                        # below atol the relative error of a ~0 quantity means nothing
+                        err = 0.0 if row.status == "skipped" or row.max_abs <= DEFAULT_ATOL else row.max_rel
+                        if err > worst.get(group, (0.0, ""))[0]:
+                            worst[group] = (err, case)
+    return worst
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="recompute and compare instead of writing")
+    ap.add_argument("--spread", action="store_true", help="measure the rounding-level spread (about a minute)")
     args = ap.parse_args(argv)
+    if args.spread:
+        for group, (err, case) in sorted(spread().items(), key=lambda kv: -kv[1][0]):
+            print(f"{group:28s} {err:9.2e}  {case}")
+        return 0
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
     bad = 0
     total = 0
