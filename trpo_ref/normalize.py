@@ -1,0 +1,165 @@
+r"""Running statistics for observation and reward normalisation (host, NumPy).
+
+=====================================================================  ==========================
+equation                                                               where
+=====================================================================  ==========================
+merge of two (mean, M2, count) summaries (Chan, Golub, LeVeque 1979)   :meth:`RunningMeanStd.update`
+:math:`\tilde s = \mathrm{clip}((s - \mu)/\sqrt{\sigma^2 + \epsilon}, -c, c)`
+                                                                       :meth:`ObsNormalizer.normalize`
+:math:`G_t = \gamma G_{t-1}(1 - d_{t-1}) + r_t`, :math:`\tilde r = \mathrm{clip}(r/\sqrt{\mathrm{Var}[G] + \epsilon}, -c, c)`
+                                                                       :meth:`RewardScaler.scale`
+=====================================================================  ==========================
+
+These sit in the training shell (they see raw environment data on the host),
+not in the math core.  Statistics are frozen during a rollout and updated once
+per iteration with every observation of that rollout, so the policy is one
+fixed function while it samples and the stored log-probabilities stay valid
+for the update (OpenAI baselines #918 is the bug this avoids).  SB3's
+VecNormalize updates every step instead; the statistics are the same up to
+that ordering.
+
+References
+----------
+Chan, Golub, LeVeque, "Updating formulae and a pairwise algorithm for
+computing sample variances", 1979 (the parallel merge).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["RunningMeanStd", "ObsNormalizer", "RewardScaler"]
+
+
+class RunningMeanStd:
+    r"""Exact running mean and (population) variance of a stream of batches.
+
+    After updates with batches :math:`B_1, \dots, B_k`, ``mean`` and ``var``
+    equal ``np.mean`` and ``np.var`` of their concatenation (to rounding).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of one sample.
+    """
+
+    def __init__(self, shape: tuple[int, ...] = ()):
+        self.shape = tuple(shape)
+        self.mean = np.zeros(self.shape, dtype=np.float64)
+        self.var = np.ones(self.shape, dtype=np.float64)
+        self.count = 0
+
+    def update(self, x) -> None:
+        r"""Merge a batch ``x`` of shape (N, \*shape).
+
+        .. math::
+            \delta = \bar x_B - \mu,\quad n' = n + n_B,\quad
+            \mu' = \mu + \delta\, n_B / n',\quad
+            M_2' = M_2 + M_{2,B} + \delta^2 n n_B / n'
+        """
+        x = np.asarray(x, dtype=np.float64).reshape((-1, *self.shape))
+        n_b = x.shape[0]
+        if n_b == 0:
+            return
+        mean_b = x.mean(axis=0)
+        m2_b = ((x - mean_b) ** 2).sum(axis=0)
+        if self.count == 0:
+            self.mean, self.var, self.count = mean_b, m2_b / n_b, n_b
+            return
+        n = self.count
+        total = n + n_b
+        delta = mean_b - self.mean
+        m2 = self.var * n + m2_b + delta**2 * (n * n_b / total)
+        self.mean = self.mean + delta * (n_b / total)
+        self.var = m2 / total
+        self.count = total
+
+    def state_dict(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """Arrays for ``numpy.savez`` (keys prefixed)."""
+        return {prefix + "mean": self.mean.copy(), prefix + "var": self.var.copy(),
+                prefix + "count": np.asarray(self.count, dtype=np.int64)}
+
+    def load_state_dict(self, d, prefix: str = "") -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.mean = np.array(d[prefix + "mean"], dtype=np.float64).reshape(self.shape)
+        self.var = np.array(d[prefix + "var"], dtype=np.float64).reshape(self.shape)
+        self.count = int(d[prefix + "count"])
+
+
+class ObsNormalizer:
+    r"""Observation normaliser :math:`\mathrm{clip}((s - \mu)/\sqrt{\sigma^2 + \epsilon}, -c, c)`.
+
+    Parameters
+    ----------
+    obs_dim : int
+    clip : float
+        c (10, as SB3's VecNormalize).
+    eps : float
+        ε under the root (1e-8, as VecNormalize).
+    """
+
+    def __init__(self, obs_dim: int, clip: float = 10.0, eps: float = 1e-8):
+        if not clip > 0:
+            raise ValueError(f"obs clip must be > 0, got {clip!r}")
+        self.rms = RunningMeanStd((int(obs_dim),))
+        self.clip = float(clip)
+        self.eps = float(eps)
+
+    def normalize(self, obs):
+        """Normalised copy of ``obs`` (..., obs_dim) with the current (frozen) statistics."""
+        out = (np.asarray(obs, dtype=np.float64) - self.rms.mean) / np.sqrt(self.rms.var + self.eps)
+        return np.clip(out, -self.clip, self.clip)
+
+    def update(self, obs) -> None:
+        """Merge raw observations (..., obs_dim) into the statistics."""
+        self.rms.update(np.asarray(obs).reshape(-1, self.rms.shape[0]))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {**self.rms.state_dict("obs_rms/"), "obs_rms/clip": np.asarray(self.clip),
+                "obs_rms/eps": np.asarray(self.eps)}
+
+    def load_state_dict(self, d) -> None:
+        self.rms.load_state_dict(d, "obs_rms/")
+        self.clip = float(d["obs_rms/clip"])
+        self.eps = float(d["obs_rms/eps"])
+
+
+class RewardScaler:
+    r"""Divide rewards by the running std of the discounted return (VecNormalize's ``norm_reward``).
+
+    .. math:: G_t = \gamma G_{t-1}(1 - d_{t-1}) + r_t,\qquad
+              \tilde r_t = \mathrm{clip}\big(r_t / \sqrt{\mathrm{Var}[G] + \epsilon}, -c, c\big)
+
+    The statistics of G are updated with a whole rollout, then that rollout's
+    rewards are scaled; the accumulators G (one per env) carry over between
+    rollouts and are saved with checkpoints.  Only the rewards the learner sees
+    are scaled; logged episode returns are always the raw ones.
+    """
+
+    def __init__(self, n_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
+        self.rms = RunningMeanStd(())
+        self.ret_e = np.zeros(int(n_envs), dtype=np.float64)
+        self.gamma = float(gamma)
+        self.clip = float(clip)
+        self.eps = float(eps)
+
+    def scale(self, rew_te, done_te):
+        """Update the statistics with rollout ``rew_te`` (T, E) and return the scaled rewards."""
+        rew_te = np.asarray(rew_te, dtype=np.float64)
+        done_te = np.asarray(done_te, dtype=bool)
+        g_te = np.empty_like(rew_te)
+        g = self.ret_e
+        for t in range(rew_te.shape[0]):
+            g = self.gamma * g + rew_te[t]  # G_t = γ G_{t-1} + r_t
+            g_te[t] = g
+            g = np.where(done_te[t], 0.0, g)  # a new episode starts from 0
+        self.ret_e = g
+        self.rms.update(g_te.reshape(-1))
+        return np.clip(rew_te / np.sqrt(self.rms.var + self.eps), -self.clip, self.clip)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {**self.rms.state_dict("ret_rms/"), "ret_rms/ret_e": self.ret_e.copy()}
+
+    def load_state_dict(self, d) -> None:
+        self.rms.load_state_dict(d, "ret_rms/")
+        self.ret_e = np.array(d["ret_rms/ret_e"], dtype=np.float64)

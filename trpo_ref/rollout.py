@@ -1,0 +1,326 @@
+r"""Sampling on ``gymnasium.vector``: E environments × T steps -> a host batch.
+
+=============================  ==================================================
+:func:`make_vector_env`        ``gymnasium.make_vec`` (sync, or async: one process per env),
+                               autoreset disabled: this module resets finished envs itself
+:func:`check_spaces`           Box / Discrete actions, Box observations; anything else is an error naming it
+:class:`VectorRollout`         collects :class:`RolloutBatch` es and can save / restore the
+                               exact state of every env between iterations
+:class:`RolloutBatch`          arrays shaped (T, E, ...), episode returns and lengths
+=============================  ==================================================
+
+Semantics
+---------
+* ``terminated`` and ``truncated`` are kept apart.  ``next_obs_te[t]`` is the
+  true observation after step t: for a step that ends an episode it is the
+  episode's final observation (the one a truncation bootstraps from), never
+  the reset observation of the next episode.  Autoreset is *disabled* in the
+  vector env; after a step that ends an episode the env is reset here, with a
+  seed drawn from this object's own generator, so the final observation is
+  simply the step's observation (gymnasium >= 1.0's default NEXT_STEP mode
+  would instead spend one extra step returning the reset observation).
+* Continuous actions are clipped to the Box bounds only when sent to the env;
+  the unclipped action is stored, because its log-probability is the one the
+  Gaussian policy assigns.
+* Observations are normalised with the statistics passed in, frozen for the
+  whole rollout (see :mod:`trpo_ref.normalize`).
+* Exact resume: every episode starts from ``reset(seed=s)`` with ``s`` drawn
+  from a saved generator, and environments here are deterministic functions of
+  (seed, actions).  :meth:`VectorRollout.state_dict` keeps, per env, the seed
+  of its current episode and the actions sent so far in it; restoring resets
+  with that seed and replays the actions, then checks the observation is the
+  saved one bit for bit (a warning names an env that does not replay).  No
+  episode is cut at iteration boundaries.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+
+__all__ = ["RolloutBatch", "VectorRollout", "make_vector_env", "check_spaces", "UnsupportedSpaceError"]
+
+
+class UnsupportedSpaceError(ValueError):
+    """An observation or action space this implementation does not handle."""
+
+
+def make_vector_env(env_id: str, n_envs: int, vectorization: str = "sync", env_kwargs: dict | None = None):
+    """``gymnasium.make_vec(env_id, n_envs)`` with autoreset disabled.
+
+    Parameters
+    ----------
+    env_id : str
+        A registered gymnasium id; an unknown one raises ``ValueError`` naming it.
+    n_envs : int
+    vectorization : {"sync", "async"}
+        One process for all envs, or one subprocess per env (gymnasium's AsyncVectorEnv).
+    env_kwargs : dict, optional
+        Passed to ``gymnasium.make``.
+    """
+    if vectorization not in ("sync", "async"):
+        raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
+    if int(n_envs) < 1:
+        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    if env_id not in gym.registry:
+        raise ValueError(f"unknown environment id {env_id!r} (not in gymnasium's registry)")
+    try:
+        return gym.make_vec(env_id, num_envs=int(n_envs), vectorization_mode=vectorization,
+                            vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED},
+                            wrappers=[EpisodeReplay], **(env_kwargs or {}))
+    except gym.error.DependencyNotInstalled as exc:
+        raise ValueError(f"{env_id} needs an optional dependency: {exc} "
+                         "(MuJoCo envs: pip install 'trpo-ref[mujoco]')") from exc
+
+
+class EpisodeReplay(gym.Wrapper):
+    """Adds ``replay_episode()``: reset with a seed and step through saved actions.
+
+    The payload is set per env with ``VectorEnv.set_attr("replay_payload", ...)``
+    and the replay runs with ``VectorEnv.call("replay_episode")``, so it works
+    inside AsyncVectorEnv's worker processes too.
+    """
+
+    replay_payload = None
+
+    def replay_episode(self):
+        seed, actions = self.replay_payload
+        obs, _ = self.env.reset(seed=seed)
+        for a in actions:
+            obs, *_ = self.env.step(a)
+        self.replay_payload = None
+        return obs
+
+
+def check_spaces(observation_space, action_space) -> None:
+    """Raise :class:`UnsupportedSpaceError` unless obs is a 1-D Box and actions a 1-D Box or Discrete."""
+    if not (isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 1):
+        raise UnsupportedSpaceError(
+            f"unsupported observation space {observation_space}: only a 1-D Box is supported "
+            "(flatten it with gymnasium.wrappers.FlattenObservation)")
+    if isinstance(action_space, spaces.Discrete):
+        if action_space.start != 0:
+            raise UnsupportedSpaceError(f"unsupported action space {action_space}: Discrete must start at 0")
+        return
+    if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
+        return
+    raise UnsupportedSpaceError(
+        f"unsupported action space {type(action_space).__name__} ({action_space}): "
+        "only Box (1-D, continuous) and Discrete are supported")
+
+
+@dataclass
+class RolloutBatch:
+    """T steps of E environments, on the host.
+
+    Attributes
+    ----------
+    obs_teo : float64 (T, E, obs_dim)
+        Observations as the policy saw them (normalised when a normaliser is used).
+    raw_obs_teo : float64 (T, E, obs_dim)
+        The same observations before normalisation (to update the statistics).
+    act_te : (T, E, act_dim) float64 unclipped, or (T, E) int64
+    logp_te : float64 (T, E)
+        log π(a|s) at sampling time.
+    rew_te : float64 (T, E)
+        Raw rewards.
+    terminated_te, truncated_te : bool (T, E)
+    next_obs_teo : float64 (T, E, obs_dim)
+        The true next observation (the final one where the step ends an episode),
+        normalised like ``obs_teo``.
+    episode_returns, episode_lengths : float64 (K,), int64 (K,)
+        Episodes that finished during this rollout, in order of finishing.
+    """
+
+    obs_teo: np.ndarray
+    raw_obs_teo: np.ndarray
+    act_te: np.ndarray
+    logp_te: np.ndarray
+    rew_te: np.ndarray
+    terminated_te: np.ndarray
+    truncated_te: np.ndarray
+    next_obs_teo: np.ndarray
+    episode_returns: np.ndarray
+    episode_lengths: np.ndarray
+
+    @property
+    def n_steps(self) -> int:
+        """T · E, the number of env steps in the batch."""
+        return int(self.rew_te.size)
+
+
+class VectorRollout:
+    """E gymnasium envs stepped together, with per-episode seeds and exact save / restore.
+
+    Parameters
+    ----------
+    env_id : str
+    n_envs : int
+    seed : int
+        Seeds this object's generator of episode seeds.
+    vectorization : {"sync", "async"}
+    env_kwargs : dict, optional
+    """
+
+    def __init__(self, env_id: str, n_envs: int, seed: int, vectorization: str = "sync",
+                 env_kwargs: dict | None = None):
+        self.env_id = env_id
+        self.n_envs = int(n_envs)
+        self.envs = make_vector_env(env_id, self.n_envs, vectorization, env_kwargs)
+        try:
+            check_spaces(self.envs.single_observation_space, self.envs.single_action_space)
+        except UnsupportedSpaceError:
+            self.envs.close()
+            raise
+        self.observation_space = self.envs.single_observation_space
+        self.action_space = self.envs.single_action_space
+        self.obs_dim = int(self.observation_space.shape[0])
+        self.discrete = isinstance(self.action_space, spaces.Discrete)
+        if self.discrete:
+            self.n_actions = int(self.action_space.n)
+            self.act_dim = 1
+        else:
+            self.act_dim = int(self.action_space.shape[0])
+            self.low = np.asarray(self.action_space.low, dtype=np.float64)
+            self.high = np.asarray(self.action_space.high, dtype=np.float64)
+        self.seed_rng = np.random.default_rng([int(seed), 0x5EED])
+        # Per-env episode bookkeeping.
+        self.obs_eo = None
+        self.ep_seed_e = np.zeros(self.n_envs, dtype=np.int64)
+        self.ep_return_e = np.zeros(self.n_envs, dtype=np.float64)
+        self.ep_len_e = np.zeros(self.n_envs, dtype=np.int64)
+        self.ep_actions: list[list[np.ndarray]] = [[] for _ in range(self.n_envs)]
+
+    # ------------------------------------------------------------------ resets
+    def _new_seeds(self, mask_e) -> list:
+        draws = self.seed_rng.integers(0, 2**31 - 1, size=int(np.sum(mask_e)))
+        seeds, k = [], 0
+        for i in range(self.n_envs):
+            if mask_e[i]:
+                seeds.append(int(draws[k]))
+                self.ep_seed_e[i] = draws[k]
+                k += 1
+            else:
+                seeds.append(None)
+        return seeds
+
+    def _reset(self, mask_e) -> np.ndarray:
+        seeds = self._new_seeds(mask_e)
+        options = None if bool(np.all(mask_e)) else {"reset_mask": np.asarray(mask_e, dtype=bool)}
+        obs, _ = self.envs.reset(seed=seeds, options=options)
+        self.ep_return_e[mask_e] = 0.0
+        self.ep_len_e[mask_e] = 0
+        for i in np.flatnonzero(mask_e):
+            self.ep_actions[i] = []
+        return np.asarray(obs, dtype=np.float64)
+
+    def start(self) -> None:
+        """Reset every env with a fresh episode seed (once, before the first rollout)."""
+        self.obs_eo = self._reset(np.ones(self.n_envs, dtype=bool))
+
+    # ----------------------------------------------------------------- sampling
+    def collect(self, policy, theta, n_steps: int, rng: np.random.Generator, obs_normalizer=None,
+                deterministic: bool = False) -> RolloutBatch:
+        """Step every env ``n_steps`` times with the policy at θ (a host NumPy array).
+
+        ``rng`` draws the action noise; ``obs_normalizer`` (frozen here) maps raw
+        observations to the policy's inputs.  One policy forward per step on the
+        (E, obs_dim) batch.
+        """
+        if self.obs_eo is None:
+            self.start()
+        T, E, O = int(n_steps), self.n_envs, self.obs_dim
+        theta = np.asarray(theta)
+        norm = obs_normalizer.normalize if obs_normalizer is not None else (lambda o: o)
+        raw_obs_teo = np.empty((T, E, O))
+        next_raw_teo = np.empty((T, E, O))
+        act_te = np.empty((T, E), dtype=np.int64) if self.discrete else np.empty((T, E, self.act_dim))
+        env_act_te = act_te if self.discrete else np.empty((T, E, self.act_dim))
+        logp_te = np.empty((T, E))
+        rew_te = np.empty((T, E))
+        term_te = np.empty((T, E), dtype=bool)
+        trunc_te = np.empty((T, E), dtype=bool)
+        ep_returns, ep_lengths = [], []
+        ep_start_e = np.zeros(E, dtype=np.int64)  # first step of the current episode within this rollout
+        carry = self.ep_actions
+
+        obs_eo = self.obs_eo
+        step = self.envs.step
+        for t in range(T):
+            raw_obs_teo[t] = obs_eo
+            act, logp = policy.sample(theta, norm(obs_eo), rng, deterministic=deterministic)
+            act_te[t] = act
+            logp_te[t] = logp
+            if self.discrete:
+                env_act = act
+            else:
+                env_act = env_act_te[t] = np.clip(act, self.low, self.high)  # clipped only for the env
+            next_obs, rew, term, trunc, _ = step(env_act)
+            next_obs = np.asarray(next_obs, dtype=np.float64)
+            next_raw_teo[t] = next_obs
+            rew_te[t] = rew
+            term_te[t] = term
+            trunc_te[t] = trunc
+            self.ep_return_e += rew
+            self.ep_len_e += 1
+            done_e = term | trunc
+            if done_e.any():
+                for i in np.flatnonzero(done_e):
+                    ep_returns.append(self.ep_return_e[i])
+                    ep_lengths.append(self.ep_len_e[i])
+                    carry[i] = []
+                    ep_start_e[i] = t + 1
+                obs_eo = self._reset(done_e)  # final obs already stored in next_raw_teo[t]
+            else:
+                obs_eo = next_obs
+        self.obs_eo = obs_eo
+        # Actions of every episode still running, for exact restore.
+        for i in range(E):
+            carry[i] = carry[i] + list(env_act_te[ep_start_e[i]:, i])
+
+        return RolloutBatch(
+            obs_teo=norm(raw_obs_teo), raw_obs_teo=raw_obs_teo, act_te=act_te, logp_te=logp_te, rew_te=rew_te,
+            terminated_te=term_te, truncated_te=trunc_te, next_obs_teo=norm(next_raw_teo),
+            episode_returns=np.asarray(ep_returns, dtype=np.float64),
+            episode_lengths=np.asarray(ep_lengths, dtype=np.int64),
+        )
+
+    # ------------------------------------------------------------- save/restore
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON-able metadata, arrays) that :meth:`load_state_dict` restores exactly."""
+        meta = {"seed_rng": self.seed_rng.bit_generator.state, "ep_seed_e": [int(s) for s in self.ep_seed_e],
+                "ep_return_e": [float(r) for r in self.ep_return_e], "ep_len_e": [int(n) for n in self.ep_len_e]}
+        arrays = {"rollout/obs_eo": np.asarray(self.obs_eo)}
+        for i, acts in enumerate(self.ep_actions):
+            if self.discrete:
+                arrays[f"rollout/ep_actions_{i}"] = np.asarray(acts, dtype=np.int64).reshape(len(acts))
+            else:
+                arrays[f"rollout/ep_actions_{i}"] = np.asarray(acts, dtype=np.float64).reshape(len(acts), self.act_dim)
+        return meta, arrays
+
+    def load_state_dict(self, meta: dict, arrays) -> None:
+        """Reset each env with its episode's seed and replay the saved actions (inside the env's process)."""
+        self.seed_rng.bit_generator.state = meta["seed_rng"]
+        self.ep_seed_e = np.asarray(meta["ep_seed_e"], dtype=np.int64)
+        self.ep_return_e = np.asarray(meta["ep_return_e"], dtype=np.float64)
+        self.ep_len_e = np.asarray(meta["ep_len_e"], dtype=np.int64)
+        acts = [np.asarray(arrays[f"rollout/ep_actions_{i}"]) for i in range(self.n_envs)]
+        self.ep_actions = [list(a) for a in acts]
+        self.envs.reset(seed=[int(s) for s in self.ep_seed_e])
+        self.envs.set_attr("replay_payload", [(int(s), a) for s, a in zip(self.ep_seed_e, acts)])
+        obs = np.stack([np.asarray(o, dtype=np.float64) for o in self.envs.call("replay_episode")])
+        self.obs_eo = obs
+        saved = np.asarray(arrays["rollout/obs_eo"], dtype=np.float64)
+        bad = [i for i in range(self.n_envs) if not np.array_equal(obs[i], saved[i])]
+        if bad:
+            warnings.warn(f"{self.env_id}: envs {bad} did not replay to their saved observation; "
+                          "the resumed run continues from the replayed state and may differ slightly "
+                          "from an uninterrupted one", RuntimeWarning, stacklevel=2)
+
+    def close(self) -> None:
+        self.envs.close()
