@@ -426,7 +426,13 @@ def bench_rollout(env_id: str, steps: int = 2000, reps: int = 5, with_sb3: bool 
             if term or trunc:
                 obs, _ = env.reset()
 
-    group = {"env_only": env_only, "ours": ours}
+    group = {"env_only": env_only, "ours_minimal": ours}
+    rollout = _rollout_module()
+    if rollout is not None:
+        vr = rollout.VectorRollout(env_id, 1, seed=0)
+        group["ours"] = lambda: vr.collect(pi, theta, steps, rng)
+    else:
+        group["ours"] = ours
     if with_sb3 and sb3_available():
         import torch
         from sb3_contrib import TRPO
@@ -441,13 +447,44 @@ def bench_rollout(env_id: str, steps: int = 2000, reps: int = 5, with_sb3: bool 
 
         group["sb3"] = sb3
     res = interleaved(group, reps, 1)
-    out = {"env": env_id, "steps": steps, "rollout_module": False}
+    out = {"env": env_id, "steps": steps, "rollout_module": rollout is not None}
     for k, r in res.items():
         out[f"{k}_steps_per_s"] = steps / r["median_s"]
         out[f"{k}_us_per_step"] = 1e6 * r["median_s"] / steps
     out["policy_overhead_us"] = out["ours_us_per_step"] - out["env_only_us_per_step"]
     if "sb3_us_per_step" in out:
         out["sb3_overhead_us"] = out["sb3_us_per_step"] - out["env_only_us_per_step"]
+    return out
+
+
+# -------------------------------------------------------- training iteration
+def bench_train_iteration(env_id: str = "CartPole-v1", n_steps: int = 2048, reps: int = 5, with_sb3: bool = True,
+                          threads: int = 1) -> dict | None:
+    """One whole training iteration (rollout, GAE, trpo_step, critic fit, logging), setup included.
+
+    Ours: ``trpo_ref.train.train`` for one iteration of ``n_steps`` (SB3-contrib
+    preset, checkpoint and plot off where the config allows); SB3-contrib:
+    ``TRPO(...).learn(n_steps)``. None when ``trpo_ref.train`` is missing.
+    """
+    try:
+        from trpo_ref.train import build_configs, train
+    except ImportError:
+        return None
+    import tempfile
+
+    cfg, trpo_cfg = build_configs(env_id, "sb3-contrib", {"total_steps": n_steps, "n_steps": n_steps, "n_envs": 1})
+    tmp = tempfile.mkdtemp(prefix="bench_train_")
+    counter = iter(range(10 ** 6))
+    group = {"ours_iteration": lambda: train(cfg, trpo_cfg, Path(tmp) / str(next(counter)), quiet=True, plot=False,
+                                             blas_threads=None)}
+    if with_sb3 and sb3_available():
+        import torch
+        from sb3_contrib import TRPO
+
+        torch.set_num_threads(threads)
+        group["sb3_iteration"] = lambda: TRPO("MlpPolicy", env_id, n_steps=n_steps, seed=0, device="cpu").learn(n_steps)
+    out = {"env": env_id, "n_steps": n_steps}
+    out.update(interleaved(group, reps, 1))
     return out
 
 
@@ -496,10 +533,27 @@ def peak_rss_mib(code: str) -> float:
     return int(res.stdout.strip().splitlines()[-1]) / 1024.0
 
 
+_OURS_TRAIN_MODULE = textwrap.dedent("""
+    import tempfile
+    from trpo_ref.train import build_configs, train
+    cfg, trpo_cfg = build_configs("CartPole-v1", "sb3-contrib", {{"total_steps": {iters} * {n_steps}, "n_steps": {n_steps}, "n_envs": 1}})
+    train(cfg, trpo_cfg, tempfile.mkdtemp(), quiet=True, plot=False)
+""")
+
+
 def bench_memory(iters: int = 5, n_steps: int = 2048, with_sb3: bool = True) -> dict:
-    """Peak RSS of a CartPole training run (``iters`` updates of ``n_steps``) for both, plus import-only."""
-    out = {"iters": iters, "n_steps": n_steps,
-           "ours_train_mib": peak_rss_mib(_OURS_TRAIN.format(iters=iters, n_steps=n_steps)),
+    """Peak RSS of a CartPole training run (``iters`` updates of ``n_steps``) for both, plus import-only.
+
+    Ours runs ``trpo_ref.train.train`` when it exists, else a minimal loop of
+    the same work (rollout, GAE, trpo_step, critic fit).
+    """
+    try:
+        import trpo_ref.train  # noqa: F401
+        ours_code, ours_kind = _OURS_TRAIN_MODULE, "trpo_ref.train.train"
+    except ImportError:
+        ours_code, ours_kind = _OURS_TRAIN, "minimal loop"
+    out = {"iters": iters, "n_steps": n_steps, "ours_kind": ours_kind,
+           "ours_train_mib": peak_rss_mib(ours_code.format(iters=iters, n_steps=n_steps)),
            "ours_import_mib": peak_rss_mib(_IMPORT_ONLY["ours_import"])}
     if with_sb3 and sb3_available():
         out["sb3_train_mib"] = peak_rss_mib(_SB3_TRAIN.format(iters=iters, n_steps=n_steps))
@@ -630,9 +684,18 @@ def render_markdown(result: dict) -> str:
                          f"{r.get('sb3_steps_per_s', float('nan')):.0f} | "
                          f"{_x(ratio, 5 if r['env'].startswith('CartPole') else None)} | "
                          f"{r['policy_overhead_us']:.1f} | {r.get('sb3_overhead_us', float('nan')):.1f} |")
-        lines += ["", "Ours: " + ("`trpo_ref.rollout`." if result["rollout"][0].get("rollout_module") else
+        lines += ["", "Ours: " + ("`trpo_ref.rollout.VectorRollout(env, 1).collect` (minimal `policy.sample` + "
+                  "`env.step` loop: " + ", ".join(f"{r['env']} {r['ours_minimal_steps_per_s']:.0f}/s" for r in result["rollout"])
+                  + ")." if result["rollout"][0].get("rollout_module") else
                   "a minimal loop (`policy.sample` on one observation, then `env.step`): `trpo_ref.rollout` did not "
                   "exist when this ran."), ""]
+    ti = result.get("train_iteration")
+    if ti:
+        ratio = ti["sb3_iteration"]["median_s"] / ti["ours_iteration"]["median_s"] if "sb3_iteration" in ti else None
+        lines += ["### One whole training iteration, CartPole-v1, 2048 steps (s, median, setup included)", "",
+                  "| trpo_ref `train` | SB3-contrib `learn` | SB3 / ours |", "|---|---|---|",
+                  f"| {ti['ours_iteration']['median_s']:.3f} | "
+                  f"{ti['sb3_iteration']['median_s'] if 'sb3_iteration' in ti else float('nan'):.3f} | {_x(ratio)} |", ""]
     mem = result.get("memory")
     if mem:
         ratio = mem["ours_train_mib"] / mem["sb3_train_mib"] if "sb3_train_mib" in mem else None
@@ -641,7 +704,7 @@ def render_markdown(result: dict) -> str:
                   f"| trpo_ref | {mem['ours_train_mib']:.0f} | {mem['ours_import_mib']:.0f} |",
                   f"| SB3-contrib | {mem.get('sb3_train_mib', float('nan')):.0f} | {mem.get('sb3_import_mib', float('nan')):.0f} |",
                   "", f"ours / SB3 = {ratio:.2f} (target ≤ 0.5: {'✅' if ratio is not None and ratio <= 0.5 else '❌'}); "
-                  f"{mem['iters']} updates of {mem['n_steps']} steps each.", ""]
+                  f"{mem['iters']} updates of {mem['n_steps']} steps each; ours: {mem.get('ours_kind')}.", ""]
     if result.get("profile"):
         lines += ["### Profile headline (pyinstrument, 3 × trpo_step, batch 16384, float64)", "", "```",
                   result["profile"], "```", ""]
@@ -691,7 +754,7 @@ def plot(result: dict, path: Path) -> bool:
 # --------------------------------------------------------------------- main
 def run(batches=(2048, 16384), dtypes=("float32", "float64"), reps=20, warmup=2, with_sb3=True,
         rollout_envs=("CartPole-v1", "Hopper-v5"), rollout_steps=2000, memory_iters=5, memory_steps=2048,
-        profile=True, threads="1") -> dict:
+        profile=True, threads="1", train_iteration=True) -> dict:
     """The whole benchmark as a dict (what ``--out`` writes)."""
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "reps": reps, "warmup": warmup,
               "machine": machine_info(threads), "policy": [], "rollout": []}
@@ -710,6 +773,9 @@ def run(batches=(2048, 16384), dtypes=("float32", "float64"), reps=20, warmup=2,
             continue
         result["rollout"].append(r)
         print(f"rollout {env_id}: ours {r['ours_steps_per_s']:.0f}/s, sb3 {r.get('sb3_steps_per_s', 0):.0f}/s", flush=True)
+    if train_iteration:
+        result["train_iteration"] = bench_train_iteration("CartPole-v1", 2048, max(3, reps // 4), with_sb3, int(threads))
+        print(f"train iteration: {result['train_iteration']}", flush=True)
     if memory_iters:
         result["memory"] = bench_memory(memory_iters, memory_steps, with_sb3)
         print(f"memory: {result['memory']}", flush=True)
@@ -732,7 +798,7 @@ def main(argv=None) -> int:
     if args.quick:
         result = run(batches=(64,), dtypes=("float64",), reps=3, warmup=1, with_sb3=not args.no_sb3,
                      rollout_envs=("CartPole-v1",), rollout_steps=50, memory_iters=0, profile=False,
-                     threads=args.threads)
+                     threads=args.threads, train_iteration=False)
     else:
         result = run(reps=args.reps, warmup=args.warmup, with_sb3=not args.no_sb3, threads=args.threads)
     if plot(result, args.plot):
