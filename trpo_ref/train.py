@@ -24,6 +24,7 @@ same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -264,7 +265,8 @@ def _truncate_episodes(path: Path, n_iterations: int) -> None:
     """Keep the episodes of the first ``n_iterations`` iterations."""
     with open(path, newline="") as f:
         lines = f.read().splitlines(keepends=True)
-    keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= n_iterations]
+    # a line cut by a kill has no newline: drop it
+    keep = lines[:1] + [ln for ln in lines[1:] if ln.endswith("\n") and int(ln.split(",", 1)[0]) <= n_iterations]
     with open(path, "w", newline="") as f:
         f.writelines(keep)
 
@@ -273,8 +275,11 @@ def _truncate_progress(path: Path, n_rows: int) -> None:
     """Keep the header and the first ``n_rows`` rows (rows written after the checkpoint go)."""
     with open(path, newline="") as f:
         lines = f.read().splitlines(keepends=True)
+    lines = lines[: 1 + n_rows]
+    if len(lines) != 1 + n_rows or not all(ln.endswith("\n") for ln in lines):
+        raise ValueError(f"{path} has fewer complete rows than the checkpoint's {n_rows} iterations")
     with open(path, "w", newline="") as f:
-        f.writelines(lines[: 1 + n_rows])
+        f.writelines(lines)
 
 
 # ----------------------------------------------------------------------- checkpoints
@@ -345,39 +350,55 @@ def load_policy(path):
 
 
 # ------------------------------------------------------------------------- threads
-def limit_blas_threads(n: int | None) -> bool:
-    """Limit the BLAS (OpenBLAS) threads of this process to ``n``; ``None`` leaves them.
+def _openblas_libs():
+    """ctypes handles of the OpenBLAS libraries loaded in this process (Linux: /proc/self/maps)."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and ln.split()[-1].startswith("/")})
+    except OSError:
+        return []
+    out = []
+    for path in paths:
+        lib = ctypes.CDLL(path)
+        for prefix in ("openblas", "scipy_openblas"):
+            for suffix in ("", "64_"):
+                get, set_ = (getattr(lib, f"{prefix}_{op}_num_threads{suffix}", None) for op in ("get", "set"))
+                if get is not None and set_ is not None:
+                    out.append((get, set_))
+    return out
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None):
+    """Run the block with at most ``n`` BLAS (OpenBLAS) threads, then restore; ``None``: leave them.
 
     The networks here are small: on (N = 1024) × 64 products one BLAS thread is
-    faster than several, and much faster on a busy machine.  Uses threadpoolctl
-    when installed, else the OpenBLAS libraries NumPy and SciPy load (found in
-    /proc/self/maps, Linux).  Returns whether a limit was applied.
+    faster than several, and many times faster on a busy machine.  Uses
+    threadpoolctl when installed, else the OpenBLAS libraries NumPy and SciPy
+    have loaded (Linux).
     """
     if n is None:
-        return False
+        yield
+        return
     try:
         from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=int(n), user_api="blas")
-        return True
     except ImportError:
-        pass
+        threadpool_limits = None
+    if threadpool_limits is not None:
+        with threadpool_limits(limits=int(n), user_api="blas"):
+            yield
+        return
+    libs = _openblas_libs()
+    before = [get() for get, _ in libs]
+    for _, set_ in libs:
+        set_(int(n))
     try:
-        import ctypes
-
-        with open("/proc/self/maps") as f:
-            libs = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and ln.split()[-1].startswith("/")})
-    except OSError:
-        return False
-    done = False
-    for path in libs:
-        lib = ctypes.CDLL(path)
-        for name in ("openblas_set_num_threads", "openblas_set_num_threads64_",
-                     "scipy_openblas_set_num_threads", "scipy_openblas_set_num_threads64_"):
-            if hasattr(lib, name):
-                getattr(lib, name)(int(n))
-                done = True
-    return done
+        yield
+    finally:
+        for (_, set_), k in zip(libs, before):
+            set_(k)
 
 
 # ------------------------------------------------------------------------- the loop
@@ -390,7 +411,7 @@ def _progress_bar(total: int, initial: int, quiet: bool):
 
 
 def train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool = False, quiet: bool = False,
-          plot: bool = True, blas_threads: int | None = 1) -> dict:
+          plot: bool = True, n_blas_threads: int | None = 1) -> dict:
     """Train a policy; return the last progress row (a dict) plus ``run_dir``.
 
     Parameters
@@ -403,9 +424,16 @@ def train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool = Fal
         No progress bar (there is none anyway when stderr is not a terminal).
     plot : bool
         Write plot.png at the end when matplotlib is installed.
-    blas_threads : int or None
-        BLAS threads for this process (see :func:`limit_blas_threads`); None leaves them.
+    n_blas_threads : int or None
+        BLAS threads while training (see :func:`blas_threads`); None leaves them.
     """
+    import scipy.optimize  # noqa: F401  (load SciPy's BLAS too, so that its threads are limited as well)
+
+    with blas_threads(n_blas_threads):
+        return _train(cfg, trpo_cfg, run_dir, resume=resume, quiet=quiet, plot=plot)
+
+
+def _train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool, quiet: bool, plot: bool) -> dict:
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoint.npz"
     progress_path = run_dir / "progress.csv"
@@ -422,9 +450,6 @@ def train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool = Fal
         run_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- setup: envs, networks, generators (all seeded from cfg.seed)
-    import scipy.optimize  # noqa: F401  (load SciPy's BLAS too, so its threads are limited as well)
-
-    limit_blas_threads(blas_threads)
     xp, dev = backend.get_namespace(cfg.device)
     dtype = backend.resolve_dtype(xp, cfg.dtype)
     rollout = VectorRollout(cfg.env_id, cfg.n_envs, cfg.seed, cfg.vectorization)

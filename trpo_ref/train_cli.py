@@ -194,7 +194,7 @@ def cmd_train(args) -> int:
                 k += 1
 
     result = train(cfg, trpo_cfg, run_dir, resume=args.resume, quiet=args.quiet, plot=not args.no_plot,
-                   blas_threads=args.threads)
+                   n_blas_threads=args.threads)
     ret = result.get("ep_return_mean", "")
     ret_txt = f"{ret:.1f}" if isinstance(ret, float) else "n/a"
     print(f"{args.env}: {result.get('total_steps', 0)} steps, last iteration's mean return {ret_txt}; "

@@ -1,0 +1,133 @@
+"""The training loop: smoke runs of the real loop, determinism, exact resume (in process and after SIGKILL)."""
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trpo_ref.train import (PROGRESS_COLUMNS, WALL_CLOCK_COLUMNS, TrainConfig, build_configs, load_policy,
+                            read_progress, train)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(env_id, **kw):
+    return build_configs(env_id, "sb3-contrib", kw)
+
+
+def _rows(run_dir):
+    return [{k: v for k, v in r.items() if k not in WALL_CLOCK_COLUMNS} for r in read_progress(run_dir / "progress.csv")]
+
+
+def _assert_same_run(a: Path, b: Path):
+    assert _rows(a) == _rows(b)
+    assert (a / "episodes.csv").read_text() == (b / "episodes.csv").read_text()
+    ta, tb = load_policy(a / "policy.npz")[1], load_policy(b / "policy.npz")[1]
+    assert np.array_equal(ta, tb)
+
+
+# ------------------------------------------------------------------------ smoke
+@pytest.mark.parametrize("env_id, kw", [
+    ("CartPole-v1", dict(n_envs=2, n_steps=128, total_steps=512)),
+    ("Pendulum-v1", dict(n_envs=2, n_steps=200, total_steps=800, normalize_obs=True, normalize_reward=True)),
+])
+def test_smoke__real_loop_writes_complete_finite_progress(tmp_path, env_id, kw):
+    cfg, tc = _cfg(env_id, **kw)
+    train(cfg, tc, tmp_path, quiet=True, plot=False)
+    rows = read_progress(tmp_path / "progress.csv")
+    assert len(rows) == cfg.n_iterations
+    assert tuple(rows[0]) == PROGRESS_COLUMNS
+    for i, r in enumerate(rows):
+        assert int(r["iteration"]) == i + 1
+        assert int(r["total_steps"]) == (i + 1) * cfg.steps_per_iteration
+        assert int(r["n_episodes"]) >= 1  # settings chosen so that episodes finish every iteration
+        for c in PROGRESS_COLUMNS:
+            if c != "step_status":
+                assert math.isfinite(float(r[c])), (c, r[c])
+    assert {r["step_status"] for r in rows} <= {"accepted", "line_search_failed"}
+    cfg_doc = json.loads((tmp_path / "config.json").read_text())
+    assert TrainConfig.from_dict(cfg_doc["train"]) == cfg
+    policy, theta, norm, env = load_policy(tmp_path / "policy.npz")
+    assert env == env_id and theta.shape == (policy.num_params,)
+    assert (norm is not None) == cfg.normalize_obs
+    with np.load(tmp_path / "checkpoint.npz", allow_pickle=False) as z:
+        assert json.loads(str(z["meta"]))["iteration"] == cfg.n_iterations
+
+
+# ---------------------------------------------------------------- reproducibility
+def test_same_seed__identical_progress_apart_from_wall_clock(tmp_path):
+    cfg, tc = _cfg("CartPole-v1", n_envs=2, n_steps=64, total_steps=384)
+    train(cfg, tc, tmp_path / "a", quiet=True, plot=False)
+    train(cfg, tc, tmp_path / "b", quiet=True, plot=False)
+    _assert_same_run(tmp_path / "a", tmp_path / "b")
+    other, _ = _cfg("CartPole-v1", n_envs=2, n_steps=64, total_steps=384, seed=1)
+    train(other, tc, tmp_path / "c", quiet=True, plot=False)
+    assert _rows(tmp_path / "a") != _rows(tmp_path / "c")
+
+
+@pytest.mark.parametrize("env_id, kw", [
+    ("CartPole-v1", dict(n_envs=2, n_steps=64)),
+    # normalisers, reward scaling and episodes longer than an iteration (200 > 96) all cross the boundary
+    ("Pendulum-v1", dict(n_envs=2, n_steps=96, normalize_obs=True, normalize_reward=True, checkpoint_every=2)),
+])
+def test_resume__n_then_m_iterations_equals_m(tmp_path, env_id, kw):
+    full, tc = _cfg(env_id, total_steps=6 * kw["n_envs"] * kw["n_steps"], **kw)
+    part = TrainConfig.from_dict({**full.to_dict(), "total_steps": 3 * kw["n_envs"] * kw["n_steps"]})
+    train(full, tc, tmp_path / "full", quiet=True, plot=False)
+    train(part, tc, tmp_path / "split", quiet=True, plot=False)
+    train(full, tc, tmp_path / "split", resume=True, quiet=True, plot=False)
+    _assert_same_run(tmp_path / "full", tmp_path / "split")
+
+
+def test_resume__after_sigkill_equals_uninterrupted(tmp_path):
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"checkpoint_every": 3}))
+    args = [sys.executable, "-m", "trpo_ref", "train", "CartPole-v1", "--n-envs", "2", "--n-steps", "32",
+            "--total-steps", str(64 * 150), "--config", str(conf), "--quiet", "--no-plot"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(args + ["--out", str(killed)], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not (killed / "checkpoint.npz").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    time.sleep(0.05)  # let it run past the checkpoint: rows after it must be dropped on resume
+    assert proc.poll() is None, "the run finished before it could be killed: make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_rows_at_kill = len(read_progress(killed / "progress.csv"))
+    assert n_rows_at_kill < 150
+    subprocess.run(args + ["--out", str(killed), "--resume"], env=env, cwd=tmp_path, check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(args + ["--out", str(tmp_path / "straight")], env=env, cwd=tmp_path, check=True,
+                   stdout=subprocess.DEVNULL)
+    _assert_same_run(tmp_path / "straight", killed)
+    assert len(read_progress(killed / "progress.csv")) == 150
+
+
+def test_resume__extends_total_steps_and_rejects_fresh_start_in_used_dir(tmp_path):
+    cfg, tc = _cfg("CartPole-v1", n_envs=1, n_steps=64, total_steps=128)
+    train(cfg, tc, tmp_path, quiet=True, plot=False)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(cfg, tc, tmp_path, quiet=True, plot=False)
+    longer = TrainConfig.from_dict({**cfg.to_dict(), "total_steps": 256})
+    train(longer, tc, tmp_path, resume=True, quiet=True, plot=False)
+    assert len(read_progress(tmp_path / "progress.csv")) == 4
+
+
+def test_build_configs__layers_and_unknown_key():
+    cfg, tc = build_configs("CartPole-v1", "sb3-contrib", {"n_steps": 100, "max_kl": 0.02})
+    assert (cfg.n_envs, cfg.n_steps, cfg.gae_lambda) == (2, 100, 0.98)  # table, then override
+    assert (tc.max_kl, tc.cg_damping, tc.cg_iters) == (0.02, 1e-3, 15)  # override, table, preset
+    with pytest.raises(ValueError, match="no_such_field"):
+        build_configs("CartPole-v1", "sb3-contrib", {"no_such_field": 1})
+    with pytest.raises(ValueError, match="n_envs"):
+        build_configs("CartPole-v1", "sb3-contrib", {"n_envs": 0})
