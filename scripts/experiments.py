@@ -192,7 +192,7 @@ def run_cartpole(rule: str, config: TRPOConfig, seed: int, iters: int, n_envs: i
     w = vf.init_params(seed=seed + 10_000)
     rng = np.random.default_rng(seed)
     ep_ret_e = np.zeros(n_envs)
-    returns, kls, statuses = [], [], []
+    returns, kls, statuses, cs = [], [], [], []
     for _ in range(iters):
         obs_teo = np.zeros((n_steps, n_envs, 4))
         next_obs_teo = np.zeros((n_steps, n_envs, 4))
@@ -226,6 +226,7 @@ def run_cartpole(rule: str, config: TRPOConfig, seed: int, iters: int, n_envs: i
             adv_norm = (adv_n - adv_n.mean()) / adv_n.std()
             c_pen = 4.0 * float(np.max(np.abs(adv_norm))) * gamma / (1.0 - gamma) ** 2
             step_config = replace(config, step_size=1.0 / c_pen)
+            cs.append(c_pen)
         theta, info = trpo_step(policy, theta, batch, step_config)
         w, _ = fit_lbfgs(vf, w, flat(obs_teo), flat(ret_te), max_iter=25)
         returns.append(float(np.mean(finished)) if finished else (returns[-1] if returns else 0.0))
@@ -233,7 +234,7 @@ def run_cartpole(rule: str, config: TRPOConfig, seed: int, iters: int, n_envs: i
         statuses.append(info.status)
     for env in envs:
         env.close()
-    return {"returns": returns, "kls": kls, "statuses": statuses}
+    return {"returns": returns, "kls": kls, "statuses": statuses, "C": cs}
 
 
 CARTPOLE_RULES = {
@@ -274,8 +275,17 @@ def summarize_tabular(res: dict) -> list[dict]:
             "worst_drop": float(max(max_drawdown(r["scores"]) for r in runs)),
             "median_kl": float(np.median(kls)), "max_kl": float(np.max(kls)),
             "C": float(np.median([r["C"] for r in runs])) if "C" in runs[0] else None,
+            "iters_to_0.9": _median_first_reach([r["scores"] for r in runs], 0.9),
+            "decreasing_updates": float(np.mean(np.concatenate([np.diff(r["scores"]) < -1e-3 for r in runs]))),
         })
     return rows
+
+
+def _median_first_reach(curves, level: float):
+    """Median over runs of the first iteration at which a curve reaches ``level`` (None: most never do)."""
+    firsts = [next((i for i, v in enumerate(c) if v >= level), math.inf) for c in curves]
+    med = float(np.median(firsts))
+    return None if math.isinf(med) else med
 
 
 def summarize_cartpole(res: dict) -> list[dict]:
@@ -291,6 +301,10 @@ def summarize_cartpole(res: dict) -> list[dict]:
             "collapses": int(sum(d > COLLAPSE_DROP for d in drops)),
             "worst_drop": float(max(drops)),
             "median_kl": float(np.median(kls)), "max_kl": float(np.max(kls)),
+            "C": float(np.median(np.concatenate([r["C"] for r in runs]))) if runs[0]["C"] else None,
+            "iters_to_0.9": _median_first_reach([moving_average(r["returns"]) / 500.0 for r in runs], 0.9),
+            "decreasing_updates": float(np.mean(np.concatenate(
+                [np.diff(moving_average(r["returns"])) < -0.05 * 500 for r in runs]))),
             "iters_to_195": [next((i + 1 for i, v in enumerate(moving_average(r["returns"])) if v >= 195), None)
                              for r in runs],
         })
@@ -298,11 +312,16 @@ def summarize_cartpole(res: dict) -> list[dict]:
 
 
 def markdown_table(rows: list[dict], score: str) -> str:
-    head = f"| rule | runs | final {score} (mean ± std) | best {score} (mean) | collapses | worst drop | median step KL | max step KL |"
-    lines = [head, "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    head = (f"| rule | runs | final {score} (mean ± std) | best {score} (mean) | collapses | worst drop "
+            "| median step KL | max step KL | median iterations to 0.9 | updates that lower the score |")
+    lines = [head, "| --- " * 10 + "|"]
     for r in rows:
+        reach = r.get("iters_to_0.9", "n/a")
+        reach = "never" if reach is None else (f"{reach:.0f}" if isinstance(reach, float) else reach)
+        dec = f"{100 * r['decreasing_updates']:.0f} %" if "decreasing_updates" in r else "n/a"
         lines.append(f"| {r['rule']} | {r['runs']} | {r['final_mean']:.3g} ± {r['final_std']:.2g} | {r['best_mean']:.3g} | "
-                     f"{r['collapses']}/{r['runs']} | {r['worst_drop']:.2f} | {r['median_kl']:.2g} | {r['max_kl']:.2g} |")
+                     f"{r['collapses']}/{r['runs']} | {r['worst_drop']:.2f} | {r['median_kl']:.2g} | {r['max_kl']:.2g} | "
+                     f"{reach} | {dec} |")
     return "\n".join(lines)
 
 
@@ -413,6 +432,10 @@ def main(argv=None) -> int:
         print("\niterations until the 3-iteration average return reaches 195:")
         for r in summary["cartpole"]:
             print(f"  {r['rule']:20s} {r['iters_to_195']}")
+    for name, rows in [*summary["tabular"].items(), ("cartpole", summary.get("cartpole", []))]:
+        for r in rows:
+            if r["C"] is not None:
+                print(f"median penalty coefficient C on {name}: {r['C']:.4g}")
     if not args.quick:
         args.img.mkdir(parents=True, exist_ok=True)
         plot_tabular(tabular, args.img / "exp_tabular.png")
