@@ -199,6 +199,15 @@ class _BoxEnv:
         return Dummy()
 
 
+def _sb3_keep_float64(on: bool) -> None:
+    """SB3's preprocess_obs casts Box observations with .float(); for a float64
+    comparison it is replaced by the identity (Box spaces only), and put back after."""
+    import stable_baselines3.common.policies as sb3_policies
+    from stable_baselines3.common.preprocessing import preprocess_obs
+
+    sb3_policies.preprocess_obs = (lambda obs, space, normalize_images=True: obs) if on else preprocess_obs
+
+
 def sb3_model(pi, theta, batch: Batch, ret, dtype: str, threads: int = 1, n_critic_updates: int = 10):
     """SB3-contrib TRPO on a dummy Box env, with our θ loaded and its buffer filled with our batch.
 
@@ -218,12 +227,7 @@ def sb3_model(pi, theta, batch: Batch, ret, dtype: str, threads: int = 1, n_crit
     model.set_logger(configure(None, []))
     tdtype = torch.float64 if dtype == "float64" else torch.float32
     model.policy.to(tdtype)
-    if dtype == "float64":
-        # SB3's preprocess_obs casts Box observations with .float(); for a
-        # float64 comparison keep them as they are (identity for Box spaces).
-        import stable_baselines3.common.policies as sb3_policies
-
-        sb3_policies.preprocess_obs = lambda obs, space, normalize_images=True: obs
+    _sb3_keep_float64(dtype == "float64")
     linears = [m for m in model.policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
     linears.append(model.policy.action_net)
 
@@ -378,6 +382,8 @@ def bench_policy(batch_size: int, dtype: str, reps: int = 20, warmup: int = 2, w
 
         critic_group["sb3_critic_fit"] = sb3_critic
     out.update(interleaved(critic_group, max(5, reps // 4), 1))
+    if sb3:
+        _sb3_keep_float64(False)
     return out
 
 
@@ -475,8 +481,11 @@ def bench_train_iteration(env_id: str = "CartPole-v1", n_steps: int = 2048, reps
     cfg, trpo_cfg = build_configs(env_id, "sb3-contrib", {"total_steps": n_steps, "n_steps": n_steps, "n_envs": 1})
     tmp = tempfile.mkdtemp(prefix="bench_train_")
     counter = iter(range(10 ** 6))
+    import inspect
+
+    kw = {"blas_threads": None} if "blas_threads" in inspect.signature(train).parameters else {}
     group = {"ours_iteration": lambda: train(cfg, trpo_cfg, Path(tmp) / str(next(counter)), quiet=True, plot=False,
-                                             blas_threads=None)}
+                                             **kw)}
     if with_sb3 and sb3_available():
         import torch
         from sb3_contrib import TRPO
