@@ -680,7 +680,7 @@ def render_markdown(result: dict) -> str:
               f"({result['policy'][0]['fvp_flops'] / result['policy'][0]['batch'] / 1e3:.1f} kFLOP per sample); "
               "the floor does exactly those, bare. trpo_step uses the `sb3-contrib` preset "
               "(15 CG iterations, x₀ random, 0.8 × 10 line search, KL(new‖old) averaged over action dimensions); "
-              "its first line-search try was accepted in every row: " +
+              "line-search outcome per row (batch/dtype: status at try index): " +
               ", ".join(f"{row['batch']}/{row['dtype']}: {row['trpo_step_status']} at try {row['trpo_step_accepted_index']}"
                         for row in result["policy"]) + ".", ""]
     if result.get("rollout"):
