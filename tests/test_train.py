@@ -124,9 +124,9 @@ def test_resume__extends_total_steps_and_rejects_fresh_start_in_used_dir(tmp_pat
 
 
 def test_build_configs__layers_and_unknown_key():
-    cfg, tc = build_configs("CartPole-v1", "sb3-contrib", {"n_steps": 100, "max_kl": 0.02})
-    assert (cfg.n_envs, cfg.n_steps, cfg.gae_lambda) == (2, 100, 0.98)  # table, then override
-    assert (tc.max_kl, tc.cg_damping, tc.cg_iters) == (0.02, 1e-3, 15)  # override, table, preset
+    cfg, tc = build_configs("HalfCheetah-v5", "sb3-contrib", {"n_steps": 100, "cg_damping": 0.2})
+    assert (cfg.n_envs, cfg.n_steps, cfg.normalize_obs) == (2, 100, True)  # table, then override
+    assert (tc.max_kl, tc.cg_damping, tc.cg_iters, tc.kl_strict) == (0.04, 0.2, 25, True)  # table, override, preset
     with pytest.raises(ValueError, match="no_such_field"):
         build_configs("CartPole-v1", "sb3-contrib", {"no_such_field": 1})
     with pytest.raises(ValueError, match="n_envs"):
