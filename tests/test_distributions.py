@@ -202,3 +202,15 @@ def test_sampling__draws_on_host_so_backends_agree(xb):
     a_dev = DiagGaussian.sample(xb.asarray(m), xb.asarray(s), rng_a)
     a_host = DiagGaussian.sample(m, s, rng_b)
     np.testing.assert_array_equal(_np(a_dev), a_host)  # same draws, same exact arithmetic
+
+
+def test_sample_with_log_prob__equals_log_prob_of_the_draw(xb):
+    rng = np.random.default_rng(9)
+    m, s = xb.asarray(rng.standard_normal((6, 3))), xb.asarray(rng.uniform(-1, 1, 3))
+    act, logp = DiagGaussian.sample_with_log_prob(m, s, np.random.default_rng(1))
+    # the same function computes both: bit-identical (the ratio at θ_old is exactly 1)
+    np.testing.assert_array_equal(_np(logp), _np(DiagGaussian.log_prob(m, s, act)))
+    z = xb.asarray(rng.standard_normal((6, 4)))
+    act, logp = Categorical.sample_with_log_prob(z, np.random.default_rng(2))
+    np.testing.assert_array_equal(_np(logp), _np(Categorical.log_prob(z, act)))
+    np.testing.assert_array_equal(_np(act), _np(Categorical.sample(z, np.random.default_rng(2))))

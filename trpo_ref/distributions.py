@@ -153,10 +153,20 @@ class DiagGaussian:
     @staticmethod
     def sample(mean_na, log_std_a, rng=None):
         """Draw one action per row: μ + σ ε with ε ~ N(0, I) drawn on the host."""
+        return DiagGaussian.sample_with_log_prob(mean_na, log_std_a, rng)[0]
+
+    @staticmethod
+    def sample_with_log_prob(mean_na, log_std_a, rng=None):
+        """Actions a = μ + σ ε and :meth:`log_prob` of them: ``(act_na, logp_n)``.
+
+        The log-density is computed by :meth:`log_prob` itself (not from ε), so a
+        recomputation at θ_old gives the same bits and the ratio is exactly 1.
+        """
         xp = backend.namespace(mean_na, log_std_a)
         eps = backend.host_rng(rng).standard_normal(tuple(mean_na.shape))
         eps = backend.from_numpy(eps, xp, backend.device_of(mean_na), mean_na.dtype)
-        return mean_na + xp.exp(log_std_a) * eps
+        act = mean_na + xp.exp(log_std_a) * eps
+        return act, DiagGaussian.log_prob(mean_na, log_std_a, act)
 
 
 class Categorical:
@@ -247,7 +257,15 @@ class Categorical:
     @classmethod
     def sample(cls, logits_nk, rng=None):
         """One action per row by the Gumbel-max trick, noise drawn on the host. Integer (N,)."""
+        return cls.sample_with_log_prob(logits_nk, rng)[0]
+
+    @classmethod
+    def sample_with_log_prob(cls, logits_nk, rng=None):
+        r"""Gumbel-max draw :math:`a = \arg\max_k(\log p_k + G_k)` and :math:`\log p(a)`,
+        with one log-softmax.  Returns ``(act_n, logp_n)``."""
         xp = backend.namespace(logits_nk)
         g = backend.host_rng(rng).gumbel(size=tuple(logits_nk.shape))
         g = backend.from_numpy(g, xp, backend.device_of(logits_nk), logits_nk.dtype)
-        return xp.argmax(cls.log_softmax(logits_nk) + g, axis=1)
+        logp_nk = cls.log_softmax(logits_nk)
+        act_n = xp.argmax(logp_nk + g, axis=1)
+        return act_n, xp.sum(logp_nk * cls.one_hot(act_n, logits_nk.shape[1], logits_nk.dtype), axis=1)

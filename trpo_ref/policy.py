@@ -250,16 +250,23 @@ class _MLPPolicy:
         """
         return FisherOperator(self, theta_p, obs_no, damping)(v_p)
 
-    def sample(self, theta_p, obs_no, rng=None, deterministic: bool = False):
+    def sample(self, theta_p, obs_no, rng=None, deterministic: bool = False, validate: bool = True):
         """Actions for a batch of observations and their log-probabilities.
 
         Noise is drawn on the host from ``rng`` (a seed or numpy Generator).
         ``deterministic=True`` returns the mode.  Returns ``(act, logp_n)``.
+
+        ``validate=False`` skips the input checks: for a caller that checked θ
+        once and calls this every environment step with observations it built
+        itself (the rollout), where the checks cost more than the network.
         """
-        theta_p, obs_no = self._check_inputs(theta_p, obs_no)
+        if validate:
+            theta_p, obs_no = self._check_inputs(theta_p, obs_no)
         phi, _ = self._dist(theta_p, obs_no)
-        act = self._mode(phi) if deterministic else self._sample(phi, rng)
-        return act, self._logp(phi, act)
+        if deterministic:
+            act = self._mode(phi)
+            return act, self._logp(phi, act)
+        return self._sample(phi, rng)
 
     @staticmethod
     def _scale(phi_bar, w):
@@ -370,7 +377,7 @@ class GaussianMLPPolicy(_MLPPolicy):
         return DiagGaussian.kl_grad_p(phi_p[0], phi_p[1], phi_q[0], phi_q[1])
 
     def _sample(self, phi, rng):
-        return DiagGaussian.sample(phi[0], phi[1], rng)
+        return DiagGaussian.sample_with_log_prob(phi[0], phi[1], rng)
 
     def _mode(self, phi):
         return phi[0]
@@ -435,7 +442,7 @@ class CategoricalMLPPolicy(_MLPPolicy):
         return Categorical.kl_grad_p(phi_p, phi_q)
 
     def _sample(self, logits, rng):
-        return Categorical.sample(logits, rng)
+        return Categorical.sample_with_log_prob(logits, rng)
 
     def _mode(self, logits):
         xp = backend.namespace(logits)
