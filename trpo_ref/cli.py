@@ -22,6 +22,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered sub-command."""
     parser = argparse.ArgumentParser(
         prog="trpo-ref",
         description="Trust Region Policy Optimization, reference implementation (NumPy/CuPy, hand-written derivatives).",
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``trpo-ref`` with ``argv``; returns the exit code (0 ok, 1 check failed, 2 usage/input error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -13,6 +13,7 @@ COMMAND_MODULES = ("trpo_ref.train_cli", "trpo_ref.trace_cli", "trpo_ref.bench_c
 
 
 def register_all(subparsers) -> None:
+    """Add every available module's sub-commands to ``subparsers``."""
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)

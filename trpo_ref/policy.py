@@ -308,16 +308,19 @@ class GaussianMLPPolicy(_MLPPolicy):
         return np.full(self.act_dim, self.log_std_init)
 
     def param_shapes(self):
+        """Names and shapes in θ order: the MLP's ``W0, b0, ...`` then ``log_std`` (act_dim,)."""
         shapes = dict(self.mlp.param_shapes())
         shapes["log_std"] = (self.act_dim,)
         return shapes
 
     def unflatten(self, theta_p):
+        """``{"W0", "b0", ..., "log_std"}`` views of θ (log_std is θ's last act_dim entries)."""
         named = super().unflatten(theta_p)
         named["log_std"] = theta_p[self.mlp.num_params:]
         return named
 
     def flatten(self, named):
+        """Exact inverse of :meth:`unflatten`."""
         xp = backend.namespace(*named.values())
         if "log_std" not in named:
             raise ValueError("missing parameter 'log_std'")
@@ -326,6 +329,7 @@ class GaussianMLPPolicy(_MLPPolicy):
         return xp.concat([super().flatten(named), named["log_std"]])
 
     def spec(self):
+        """Architecture description, with ``log_std_init``."""
         s = super().spec()
         s["log_std_init"] = self.log_std_init
         return s
@@ -494,6 +498,10 @@ class FisherOperator:
             self._probs = xp.exp(Categorical.log_softmax(out))
 
     def __call__(self, v_p):
+        r"""(F + λI)v for a vector v of shape (P,): one jvp, the metric M, one vjp.
+
+        .. math:: (F + \lambda I)v = \frac1N\sum_n J_n^\top\big(M_n(J_n v)\big) + \lambda v
+        """
         xp = self._xp
         if tuple(v_p.shape) != (self.num_params,):
             raise ValueError(f"v must have shape ({self.num_params},), got {tuple(v_p.shape)}")

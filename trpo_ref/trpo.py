@@ -390,7 +390,23 @@ def step_size(xFx: float, max_kl: float, eps: float = 0.0) -> float:
     .. math:: \beta = \sqrt{\frac{2\delta}{x^\top(F + \lambda_d I)x + \epsilon}},\qquad
               \tfrac12(\beta x)^\top(F + \lambda_d I)(\beta x) = \delta \ (\epsilon = 0)
 
-    Returns nan when the denominator is not a finite positive number.
+    Parameters
+    ----------
+    xFx : float
+        :math:`x^\top(F + \lambda_d I)x`.
+    max_kl : float
+        δ.
+    eps : float
+        Added to the denominator (Spinning Up and garage: 1e-8; 0 otherwise).
+
+    Returns
+    -------
+    float
+        β, or nan when the denominator is not a finite positive number.
+
+    References
+    ----------
+    Schulman et al. 2015, Appendix C.
     """
     denom = xFx + eps
     if not (math.isfinite(denom) and denom > 0):
@@ -407,6 +423,16 @@ def _kl_reverse(policy, config: TRPOConfig) -> bool:
 
 def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *, x0=None):
     r"""One policy update: g → CG → β → line search (or a fixed NPG / VPG step).
+
+    .. math::
+
+        g = \nabla_\theta L(\theta_{old}),\quad (F + \lambda_d I)x = g,\quad
+        \beta = \sqrt{2\delta / x^\top(F+\lambda_d I)x},\quad
+        \theta = \theta_{old} + \alpha^j\beta x
+
+    with j the first try that the configured rule accepts (θ_old itself if
+    none is).  NPG: :math:`\theta = \theta_{old} + \epsilon x`; VPG:
+    :math:`\theta = \theta_{old} + \epsilon g`.
 
     Parameters
     ----------
