@@ -144,3 +144,18 @@ def test_state_dict__replay_continues_exactly(vectorization):
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+def test_host_sampler__same_actions_and_logp_as_policy_sample(kind):
+    from trpo_ref.rollout import HostSampler
+
+    pi = GaussianMLPPolicy(5, 3, (16, 8)) if kind == "gaussian" else CategoricalMLPPolicy(5, 4, (16,), activation="relu")
+    theta = pi.init_params(7) * 20  # large weights: spread-out actions
+    obs = np.random.default_rng(0).normal(size=(6, 5))
+    fast = HostSampler(pi, theta)
+    for det in (False, True):
+        a1, l1 = fast(theta, obs, np.random.default_rng(3), deterministic=det)
+        a2, l2 = pi.sample(theta, obs, np.random.default_rng(3), deterministic=det)
+        np.testing.assert_allclose(a1, a2, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(l1, l2, rtol=1e-10, atol=1e-10)  # same formula, other rounding order

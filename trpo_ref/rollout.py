@@ -43,6 +43,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
+from .policy import CategoricalMLPPolicy, GaussianMLPPolicy
+
 __all__ = ["RolloutBatch", "VectorRollout", "make_vector_env", "check_spaces", "UnsupportedSpaceError"]
 
 
@@ -71,7 +73,7 @@ def make_vector_env(env_id: str, n_envs: int, vectorization: str = "sync", env_k
         raise ValueError(f"unknown environment id {env_id!r} (not in gymnasium's registry)")
     try:
         return gym.make_vec(env_id, num_envs=int(n_envs), vectorization_mode=vectorization,
-                            vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED},
+                            vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED, "copy": False},
                             wrappers=[EpisodeReplay], **(env_kwargs or {}))
     except gym.error.DependencyNotInstalled as exc:
         raise ValueError(f"{env_id} needs an optional dependency: {exc} "
@@ -112,6 +114,47 @@ def check_spaces(observation_space, action_space) -> None:
     raise UnsupportedSpaceError(
         f"unsupported action space {type(action_space).__name__} ({action_space}): "
         "only Box (1-D, continuous) and Discrete are supported")
+
+
+class HostSampler:
+    r"""``policy.sample`` for the per-step loop: plain NumPy on the host, no checks, no dispatch.
+
+    θ is checked once and unpacked into its layers here; each call is one
+    forward pass on the (E, obs_dim) batch and one host draw, the same draw
+    :meth:`~trpo_ref.policy.GaussianMLPPolicy.sample` makes (``standard_normal``
+    for the Gaussian, ``gumbel`` for the Gumbel-max categorical), so the two
+    give the same actions from the same generator (tests/test_rollout.py).
+    The log-probabilities are for logging only: the training loop recomputes
+    :math:`\log\pi_{old}` on the update's backend.
+    """
+
+    def __init__(self, policy, theta):
+        theta = np.asarray(policy._check_theta(np.asarray(theta)), dtype=np.float64)
+        named = policy.unflatten(theta)
+        n_layers = len(policy.hidden_sizes) + 1
+        self.layers = [(named[f"W{l}"], named[f"b{l}"]) for l in range(n_layers)]
+        self.tanh = policy.activation == "tanh"
+        self.gaussian = isinstance(policy, GaussianMLPPolicy)
+        if self.gaussian:
+            self.log_std = named["log_std"]
+            self.std = np.exp(self.log_std)
+            self.logp_const = -float(np.sum(self.log_std)) - 0.5 * len(self.log_std) * np.log(2 * np.pi)
+
+    def __call__(self, theta, obs_eo, rng, deterministic: bool = False):
+        h = obs_eo
+        for W, b in self.layers[:-1]:
+            h = h @ W + b
+            h = np.tanh(h) if self.tanh else np.maximum(h, 0.0)
+        W, b = self.layers[-1]
+        out = h @ W + b
+        if self.gaussian:  # out = mean
+            eps = np.zeros_like(out) if deterministic else rng.standard_normal(out.shape)
+            act = out + self.std * eps
+            return act, self.logp_const - 0.5 * np.sum(((act - out) / self.std) ** 2, axis=1)
+        shifted = out - out.max(axis=1, keepdims=True)  # out = logits
+        logp_ek = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        act = np.argmax(logp_ek if deterministic else logp_ek + rng.gumbel(size=out.shape), axis=1)
+        return act, np.take_along_axis(logp_ek, act[:, None], axis=1)[:, 0]
 
 
 @dataclass
@@ -213,11 +256,12 @@ class VectorRollout:
         seeds = self._new_seeds(mask_e)
         options = None if bool(np.all(mask_e)) else {"reset_mask": np.asarray(mask_e, dtype=bool)}
         obs, _ = self.envs.reset(seed=seeds, options=options)
+        obs = np.array(obs, dtype=np.float64)  # a copy (copy=False envs reuse their buffer)
         self.ep_return_e[mask_e] = 0.0
         self.ep_len_e[mask_e] = 0
         for i in np.flatnonzero(mask_e):
             self.ep_actions[i] = []
-        return np.asarray(obs, dtype=np.float64)
+        return obs
 
     def start(self) -> None:
         """Reset every env with a fresh episode seed (once, before the first rollout)."""
@@ -251,9 +295,13 @@ class VectorRollout:
 
         obs_eo = self.obs_eo
         step = self.envs.step
+        sample = policy.sample
+        if isinstance(policy, (GaussianMLPPolicy, CategoricalMLPPolicy)):
+            sample = HostSampler(policy, theta)
+
         for t in range(T):
             raw_obs_teo[t] = obs_eo
-            act, logp = policy.sample(theta, norm(obs_eo), rng, deterministic=deterministic)
+            act, logp = sample(theta, norm(obs_eo), rng, deterministic=deterministic)
             act_te[t] = act
             logp_te[t] = logp
             if self.discrete:
@@ -261,7 +309,7 @@ class VectorRollout:
             else:
                 env_act = env_act_te[t] = np.clip(act, self.low, self.high)  # clipped only for the env
             next_obs, rew, term, trunc, _ = step(env_act)
-            next_obs = np.asarray(next_obs, dtype=np.float64)
+            next_obs = np.array(next_obs, dtype=np.float64)  # a copy: the env reuses its buffer (copy=False)
             next_raw_teo[t] = next_obs
             rew_te[t] = rew
             term_te[t] = term
