@@ -163,9 +163,8 @@ def main() -> int:
         f"| env steps/s over a whole run, SB3 defaults on both sides (1 env, n_steps 2048, {args.steps} steps) | "
         f"{fmt(speed_ours)} | {fmt(speed_sb3)} | {ratio_speed:.1f}× | ≥ 5× |",
         "",
-        "trpo_ref's defaults for CartPole (trpo_ref/envs.py: 2 envs × 512 steps, λ 0.98, damping 1e-3, "
-        "20 critic epochs over 512-sample minibatches, RL-Zoo's tuned set) need fewer steps than SB3-contrib's "
-        "plain defaults; the steps/s row compares the two implementations on identical settings.",
+        "trpo_ref's CartPole defaults are SB3-contrib's defaults (trpo_ref/envs.py), so both rows compare the "
+        "two implementations on the same settings; they differ in seeds (the solve steps differ by luck).",
         "<!-- speed:end -->",
     ]
     md = Path(args.md)
