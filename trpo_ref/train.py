@@ -407,7 +407,7 @@ def _progress_bar(total: int, initial: int, quiet: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+    return tqdm(total=total, initial=initial, unit="step", unit_scale=True, file=sys.stderr)
 
 
 def train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool = False, quiet: bool = False,
