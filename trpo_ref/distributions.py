@@ -59,6 +59,19 @@ class DiagGaussian:
 
         .. math:: \log p(a) = \sum_i -\tfrac12\big((a_i-\mu_i)/\sigma_i\big)^2
                   - \log\sigma_i - \tfrac12\log 2\pi
+
+        Parameters
+        ----------
+        mean_na : array (N, A)
+            Means μ.
+        log_std_a : array (A,)
+            log σ, shared by every row.
+        act_na : array (N, A)
+            Actions a.
+
+        Returns
+        -------
+        logp_n : array (N,)
         """
         xp = backend.namespace(mean_na, log_std_a, act_na)
         z = (act_na - mean_na) * xp.exp(-log_std_a)
@@ -70,6 +83,15 @@ class DiagGaussian:
 
         .. math:: \frac{\partial\log p}{\partial\mu_i} = \frac{a_i-\mu_i}{\sigma_i^2},\qquad
                   \frac{\partial\log p}{\partial\log\sigma_i} = \Big(\frac{a_i-\mu_i}{\sigma_i}\Big)^2 - 1
+
+        Parameters
+        ----------
+        mean_na : array (N, A)
+            Means μ.
+        log_std_a : array (A,)
+            log σ, shared by every row.
+        act_na : array (N, A)
+            Actions a.
 
         Returns
         -------
@@ -85,13 +107,34 @@ class DiagGaussian:
         r"""Entropy, summed over dimensions (the same for every state).
 
         .. math:: H = \sum_i \log\sigma_i + \tfrac12(1 + \log 2\pi)
+
+        Parameters
+        ----------
+        log_std_a : array (A,)
+
+        Returns
+        -------
+        h : 0-d array
+            Entropy of every row.
         """
         xp = backend.namespace(log_std_a)
         return xp.sum(log_std_a) + log_std_a.shape[0] * (0.5 + _HALF_LOG_2PI)
 
     @staticmethod
     def entropy_grad(log_std_a):
-        r""":math:`\partial H/\partial\log\sigma_i = 1` (and 0 in μ)."""
+        r""":math:`\partial H/\partial\log\sigma_i = 1` (and 0 in μ).
+
+        .. math:: \frac{\partial H}{\partial\log\sigma_i} = 1,\qquad \frac{\partial H}{\partial\mu_i} = 0
+
+        Parameters
+        ----------
+        log_std_a : array (A,)
+
+        Returns
+        -------
+        d_log_std_a : array (A,)
+            All ones, in ``log_std_a``'s namespace and dtype.
+        """
         xp = backend.namespace(log_std_a)
         return xp.ones_like(log_std_a)
 
@@ -101,6 +144,21 @@ class DiagGaussian:
 
         .. math:: KL(p\|q) = \sum_i \log\frac{\sigma_{1i}}{\sigma_{0i}}
                   + \frac{\sigma_{0i}^2 + (\mu_{0i}-\mu_{1i})^2}{2\sigma_{1i}^2} - \frac12
+
+        Parameters
+        ----------
+        mean0_na : array (N, A)
+            μ₀ of p.
+        log_std0_a : array (A,)
+            log σ₀ of p.
+        mean1_na : array (N, A)
+            μ₁ of q.
+        log_std1_a : array (A,)
+            log σ₁ of q.
+
+        Returns
+        -------
+        kl_n : array (N,)
         """
         xp = backend.namespace(mean0_na, log_std0_a, mean1_na, log_std1_a)
         var_ratio = xp.exp(2 * (log_std0_a - log_std1_a))
@@ -115,7 +173,20 @@ class DiagGaussian:
         .. math:: \frac{\partial KL}{\partial\mu_1} = \frac{\mu_1-\mu_0}{\sigma_1^2},\qquad
                   \frac{\partial KL}{\partial\log\sigma_1} = 1 - \frac{\sigma_0^2 + (\mu_0-\mu_1)^2}{\sigma_1^2}
 
-        Returns (N, A) arrays ``d_mean1, d_log_std1``.
+        Parameters
+        ----------
+        mean0_na : array (N, A)
+            μ₀ of p.
+        log_std0_a : array (A,)
+            log σ₀ of p.
+        mean1_na : array (N, A)
+            μ₁ of q.
+        log_std1_a : array (A,)
+            log σ₁ of q.
+
+        Returns
+        -------
+        d_mean1_na, d_log_std1_na : arrays (N, A)
         """
         xp = backend.namespace(mean0_na, log_std0_a, mean1_na, log_std1_a)
         inv_var1 = xp.exp(-2 * log_std1_a)
@@ -131,7 +202,20 @@ class DiagGaussian:
         .. math:: \frac{\partial KL}{\partial\mu_0} = \frac{\mu_0-\mu_1}{\sigma_1^2},\qquad
                   \frac{\partial KL}{\partial\log\sigma_0} = \frac{\sigma_0^2}{\sigma_1^2} - 1
 
-        Returns (N, A) arrays ``d_mean0, d_log_std0``.
+        Parameters
+        ----------
+        mean0_na : array (N, A)
+            μ₀ of p.
+        log_std0_a : array (A,)
+            log σ₀ of p.
+        mean1_na : array (N, A)
+            μ₁ of q.
+        log_std1_a : array (A,)
+            log σ₁ of q.
+
+        Returns
+        -------
+        d_mean0_na, d_log_std0_na : arrays (N, A)
         """
         xp = backend.namespace(mean0_na, log_std0_a, mean1_na, log_std1_a)
         inv_var1 = xp.exp(-2 * log_std1_a)
@@ -145,22 +229,57 @@ class DiagGaussian:
 
         .. math:: M = \mathrm{diag}(1/\sigma_1^2, \dots, 1/\sigma_A^2, 2, \dots, 2)
 
-        Returns ``(u_mean / σ², 2 u_log_std)``.
+        Parameters
+        ----------
+        log_std_a : array (A,)
+        u_mean_na : array (N, A)
+            Tangent in μ.
+        u_log_std_na : array (N, A)
+            Tangent in log σ.
+
+        Returns
+        -------
+        mu_mean_na, mu_log_std_na : arrays (N, A)
+            ``(u_mean / σ², 2 u_log_std)``.
         """
         xp = backend.namespace(log_std_a, u_mean_na)
         return u_mean_na * xp.exp(-2 * log_std_a), 2 * u_log_std_na
 
     @staticmethod
     def sample(mean_na, log_std_a, rng=None):
-        """Draw one action per row: μ + σ ε with ε ~ N(0, I) drawn on the host."""
+        r"""Draw one action per row: μ + σ ε with ε ~ N(0, I) drawn on the host.
+
+        Parameters
+        ----------
+        mean_na : array (N, A)
+        log_std_a : array (A,)
+        rng : int, numpy.random.Generator or None
+            Seed or generator for the host noise.
+
+        Returns
+        -------
+        act_na : array (N, A)
+        """
         return DiagGaussian.sample_with_log_prob(mean_na, log_std_a, rng)[0]
 
     @staticmethod
     def sample_with_log_prob(mean_na, log_std_a, rng=None):
-        """Actions a = μ + σ ε and :meth:`log_prob` of them: ``(act_na, logp_n)``.
+        r"""Actions a = μ + σ ε and :meth:`log_prob` of them: ``(act_na, logp_n)``.
 
         The log-density is computed by :meth:`log_prob` itself (not from ε), so a
         recomputation at θ_old gives the same bits and the ratio is exactly 1.
+
+        Parameters
+        ----------
+        mean_na : array (N, A)
+        log_std_a : array (A,)
+        rng : int, numpy.random.Generator or None
+            Seed or generator for the host noise.
+
+        Returns
+        -------
+        act_na : array (N, A)
+        logp_n : array (N,)
         """
         xp = backend.namespace(mean_na, log_std_a)
         eps = backend.host_rng(rng).standard_normal(tuple(mean_na.shape))
@@ -177,6 +296,15 @@ class Categorical:
         r"""Log-probabilities by max subtraction (never the log of a softmax output).
 
         .. math:: \log p_k = z_k - m - \log\sum_j e^{z_j - m},\quad m = \max_j z_j
+
+        Parameters
+        ----------
+        logits_nk : array (N, K)
+            Logits z, one row per sample.
+
+        Returns
+        -------
+        logp_nk : array (N, K)
         """
         xp = backend.namespace(logits_nk)
         shifted = logits_nk - xp.max(logits_nk, axis=1, keepdims=True)
@@ -184,35 +312,99 @@ class Categorical:
 
     @staticmethod
     def one_hot(act_n, n_categories, dtype):
-        """One-hot rows of integer actions, built with a comparison (array API)."""
+        r"""One-hot rows of integer actions, built with a comparison (array API).
+
+        Parameters
+        ----------
+        act_n : integer array (N,)
+        n_categories : int
+            K.
+        dtype : dtype
+            dtype of the result.
+
+        Returns
+        -------
+        onehot_nk : array (N, K)
+            1 at ``(n, act_n[n])``, 0 elsewhere.
+        """
         xp = backend.namespace(act_n)
         ks = xp.arange(n_categories, dtype=act_n.dtype, device=backend.device_of(act_n))
         return xp.astype(act_n[:, None] == ks[None, :], dtype)
 
     @classmethod
     def log_prob(cls, logits_nk, act_n):
-        r""":math:`\log p(a_n)`, shape (N,)."""
+        r""":math:`\log p(a_n)`, shape (N,).
+
+        .. math:: \log p(a) = z_a - m - \log\sum_j e^{z_j - m},\quad m = \max_j z_j
+
+        Parameters
+        ----------
+        logits_nk : array (N, K)
+            Logits z, one row per sample.
+        act_n : integer array (N,)
+
+        Returns
+        -------
+        logp_n : array (N,)
+        """
         xp = backend.namespace(logits_nk)
         logp_nk = cls.log_softmax(logits_nk)
         return xp.sum(logp_nk * cls.one_hot(act_n, logits_nk.shape[1], logits_nk.dtype), axis=1)
 
     @classmethod
     def log_prob_grad(cls, logits_nk, act_n):
-        r""":math:`\partial\log p(a)/\partial z = e_a - p`, shape (N, K)."""
+        r""":math:`\partial\log p(a)/\partial z = e_a - p`, shape (N, K).
+
+        .. math:: \frac{\partial\log p(a)}{\partial z} = e_a - p
+
+        Parameters
+        ----------
+        logits_nk : array (N, K)
+            Logits z, one row per sample.
+        act_n : integer array (N,)
+
+        Returns
+        -------
+        d_logits_nk : array (N, K)
+        """
         xp = backend.namespace(logits_nk)
         p_nk = xp.exp(cls.log_softmax(logits_nk))
         return cls.one_hot(act_n, logits_nk.shape[1], logits_nk.dtype) - p_nk
 
     @classmethod
     def entropy(cls, logits_nk):
-        r""":math:`H = -\sum_k p_k\log p_k`, shape (N,)."""
+        r""":math:`H = -\sum_k p_k\log p_k`, shape (N,).
+
+        .. math:: H = -\sum_k p_k\log p_k
+
+        Parameters
+        ----------
+        logits_nk : array (N, K)
+            Logits z, one row per sample.
+
+        Returns
+        -------
+        h_n : array (N,)
+        """
         xp = backend.namespace(logits_nk)
         logp_nk = cls.log_softmax(logits_nk)
         return -xp.sum(xp.exp(logp_nk) * logp_nk, axis=1)
 
     @classmethod
     def entropy_grad(cls, logits_nk):
-        r""":math:`\partial H/\partial z_j = -p_j(\log p_j + H)`, shape (N, K)."""
+        r""":math:`\partial H/\partial z_j = -p_j(\log p_j + H)`, shape (N, K).
+
+        .. math:: \frac{\partial H}{\partial z_j} = -p_j(\log p_j + H)
+
+        Parameters
+        ----------
+        logits_nk : array (N, K)
+            Logits z, one row per sample.
+
+        Returns
+        -------
+        d_logits_nk : array (N, K)
+        """
         xp = backend.namespace(logits_nk)
         logp_nk = cls.log_softmax(logits_nk)
         p_nk = xp.exp(logp_nk)
@@ -221,7 +413,21 @@ class Categorical:
 
     @classmethod
     def kl(cls, logits_p_nk, logits_q_nk):
-        r"""KL(p ‖ q) = Σ_k p_k (log p_k − log q_k), shape (N,)."""
+        r"""KL(p ‖ q) = Σ_k p_k (log p_k − log q_k), shape (N,).
+
+        .. math:: KL(p\|q) = \sum_k p_k(\log p_k - \log q_k)
+
+        Parameters
+        ----------
+        logits_p_nk : array (N, K)
+            Logits z of p.
+        logits_q_nk : array (N, K)
+            Logits y of q.
+
+        Returns
+        -------
+        kl_n : array (N,)
+        """
         xp = backend.namespace(logits_p_nk, logits_q_nk)
         logp = cls.log_softmax(logits_p_nk)
         logq = cls.log_softmax(logits_q_nk)
@@ -229,13 +435,41 @@ class Categorical:
 
     @classmethod
     def kl_grad_q(cls, logits_p_nk, logits_q_nk):
-        r""":math:`\partial KL(p\|q)/\partial y = q - p` (y: q's logits), shape (N, K)."""
+        r""":math:`\partial KL(p\|q)/\partial y = q - p` (y: q's logits), shape (N, K).
+
+        .. math:: \frac{\partial KL(p\|q)}{\partial y} = q - p
+
+        Parameters
+        ----------
+        logits_p_nk : array (N, K)
+            Logits z of p.
+        logits_q_nk : array (N, K)
+            Logits y of q.
+
+        Returns
+        -------
+        d_logits_q_nk : array (N, K)
+        """
         xp = backend.namespace(logits_p_nk, logits_q_nk)
         return xp.exp(cls.log_softmax(logits_q_nk)) - xp.exp(cls.log_softmax(logits_p_nk))
 
     @classmethod
     def kl_grad_p(cls, logits_p_nk, logits_q_nk):
-        r""":math:`\partial KL(p\|q)/\partial z = p\odot(d - p^\top d)`, d = log p − log q, shape (N, K)."""
+        r""":math:`\partial KL(p\|q)/\partial z = p\odot(d - p^\top d)`, d = log p − log q, shape (N, K).
+
+        .. math:: \frac{\partial KL(p\|q)}{\partial z} = p\odot(d - p^\top d),\quad d = \log p - \log q
+
+        Parameters
+        ----------
+        logits_p_nk : array (N, K)
+            Logits z of p.
+        logits_q_nk : array (N, K)
+            Logits y of q.
+
+        Returns
+        -------
+        d_logits_p_nk : array (N, K)
+        """
         xp = backend.namespace(logits_p_nk, logits_q_nk)
         logp = cls.log_softmax(logits_p_nk)
         p = xp.exp(logp)
@@ -244,25 +478,84 @@ class Categorical:
 
     @classmethod
     def fisher_product(cls, logits_nk, u_nk):
-        r""":math:`M u = p\odot u - p\,(p^\top u)` with M = diag(p) − p pᵀ, shape (N, K)."""
+        r""":math:`M u = p\odot u - p\,(p^\top u)` with M = diag(p) − p pᵀ, shape (N, K).
+
+        .. math:: M u = p\odot u - p\,(p^\top u),\qquad M = \mathrm{diag}(p) - p p^\top
+
+        Parameters
+        ----------
+        logits_nk : array (N, K)
+            Logits z, one row per sample.
+        u_nk : array (N, K)
+            Tangent in the logits.
+
+        Returns
+        -------
+        mu_nk : array (N, K)
+        """
         xp = backend.namespace(logits_nk, u_nk)
         return cls.fisher_product_probs(xp.exp(cls.log_softmax(logits_nk)), u_nk)
 
     @staticmethod
     def fisher_product_probs(p_nk, u_nk):
-        """:meth:`fisher_product` from precomputed probabilities ``p_nk``."""
+        r""":meth:`fisher_product` from precomputed probabilities ``p_nk``.
+
+        .. math:: M u = p\odot\big(u - (p^\top u)\,\mathbf 1\big) = p\odot u - p\,(p^\top u)
+
+        Parameters
+        ----------
+        p_nk : array (N, K)
+            Probabilities p (rows sum to 1).
+        u_nk : array (N, K)
+            Tangent in the logits.
+
+        Returns
+        -------
+        mu_nk : array (N, K)
+
+        Notes
+        -----
+        Also the softmax Jacobian diag(p) − p pᵀ applied to u (used that way by
+        :mod:`trpo_ref.tabular`).  Rows are not renormalised.
+        """
         xp = backend.namespace(p_nk, u_nk)
         return p_nk * (u_nk - xp.sum(p_nk * u_nk, axis=1, keepdims=True))
 
     @classmethod
     def sample(cls, logits_nk, rng=None):
-        """One action per row by the Gumbel-max trick, noise drawn on the host. Integer (N,)."""
+        r"""One action per row by the Gumbel-max trick, noise drawn on the host. Integer (N,).
+
+        Parameters
+        ----------
+        logits_nk : array (N, K)
+            Logits z, one row per sample.
+        rng : int, numpy.random.Generator or None
+            Seed or generator for the host noise.
+
+        Returns
+        -------
+        act_n : integer array (N,)
+        """
         return cls.sample_with_log_prob(logits_nk, rng)[0]
 
     @classmethod
     def sample_with_log_prob(cls, logits_nk, rng=None):
-        r"""Gumbel-max draw :math:`a = \arg\max_k(\log p_k + G_k)` and :math:`\log p(a)`,
-        with one log-softmax.  Returns ``(act_n, logp_n)``."""
+        r"""Gumbel-max draw :math:`a = \arg\max_k(\log p_k + G_k)` and :math:`\log p(a)`, with one log-softmax.
+
+        .. math:: a_n = \arg\max_k(\log p_{nk} + G_{nk}),\quad G_{nk} \sim \mathrm{Gumbel}(0, 1)
+
+        Parameters
+        ----------
+        logits_nk : array (N, K)
+            Logits z, one row per sample.
+        rng : int, numpy.random.Generator or None
+            Seed or generator for the host noise.
+
+        Returns
+        -------
+        act_n : integer array (N,)
+        logp_n : array (N,)
+        """
         xp = backend.namespace(logits_nk)
         g = backend.host_rng(rng).gumbel(size=tuple(logits_nk.shape))
         g = backend.from_numpy(g, xp, backend.device_of(logits_nk), logits_nk.dtype)

@@ -116,8 +116,29 @@ class LineSearchResult(NamedTuple):
 def kl_ok(kl: float | None, max_kl: float | None, kl_bound_factor: float = 1.0, kl_strict: bool = False) -> bool:
     r"""The trust-region test :math:`\bar D_{KL} \le c\,\delta` (``kl_strict``: :math:`<`).
 
+    .. math:: \bar D_{KL}(\theta_{old}, \theta) \le c\,\delta
+
     ``c = kl_bound_factor`` (1.5 in OpenAI baselines), :math:`\delta` = ``max_kl``;
     always True when ``max_kl`` is None.  A NaN KL fails.
+
+    Parameters
+    ----------
+    kl : float or None
+        Measured mean KL of the try.
+    max_kl : float or None
+        δ; None disables the test.
+    kl_bound_factor : float
+        c.
+    kl_strict : bool
+        Use ``<`` instead of ``<=``.
+
+    Returns
+    -------
+    bool
+
+    References
+    ----------
+    Schulman et al. (2015), eq. (12) (the trust-region constraint).
     """
     if max_kl is None:
         return True
@@ -126,7 +147,20 @@ def kl_ok(kl: float | None, max_kl: float | None, kl_bound_factor: float = 1.0, 
 
 
 def improvement_ok(improvement: float, require_improvement: str = "strict") -> bool:
-    r""":math:`\Delta L > 0` ("strict"), :math:`\Delta L \ge 0` ("nonstrict") or no test ("none")."""
+    r""":math:`\Delta L > 0` ("strict"), :math:`\Delta L \ge 0` ("nonstrict") or no test ("none").
+
+    .. math:: \Delta L = L(\theta) - L(\theta_{old}) > 0
+
+    Parameters
+    ----------
+    improvement : float
+        ΔL of the try.
+    require_improvement : {"strict", "nonstrict", "none"}
+
+    Returns
+    -------
+    bool
+    """
     if require_improvement == "strict":
         return improvement > 0.0
     if require_improvement == "nonstrict":
@@ -135,7 +169,21 @@ def improvement_ok(improvement: float, require_improvement: str = "strict") -> b
 
 
 def improvement_ratio(improvement: float, expected_improvement: float) -> float:
-    r""":math:`\Delta L / \Delta L_{exp}`, NaN when :math:`\Delta L_{exp} = 0`."""
+    r""":math:`\Delta L / \Delta L_{exp}`, NaN when :math:`\Delta L_{exp} = 0`.
+
+    .. math:: r = \frac{\Delta L}{\Delta L_{exp}}
+
+    Parameters
+    ----------
+    improvement : float
+        Actual ΔL.
+    expected_improvement : float
+        :math:`\Delta L_{exp}`, the linear prediction :math:`g^\top\Delta\theta` of the try.
+
+    Returns
+    -------
+    float
+    """
     if expected_improvement == 0.0:
         return math.nan
     return improvement / expected_improvement

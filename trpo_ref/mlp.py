@@ -103,7 +103,18 @@ class MLP:
         return weights, biases
 
     def unflatten(self, theta_p) -> dict[str, Any]:
-        """``{"W0": (in, out), "b0": (out,), ...}`` from a flat θ (views, no copy)."""
+        r"""``{"W0": (in, out), "b0": (out,), ...}`` from a flat θ (views, no copy).
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+            Flat parameters θ.
+
+        Returns
+        -------
+        named : dict of str to array
+            ``W{l}`` (in, out) and ``b{l}`` (out,) views of θ.
+        """
         weights, biases = self._views(theta_p)
         named = {}
         for l, (W, b) in enumerate(zip(weights, biases)):
@@ -112,7 +123,17 @@ class MLP:
         return named
 
     def flatten(self, named: dict[str, Any]):
-        """Exact inverse of :meth:`unflatten`."""
+        r"""Exact inverse of :meth:`unflatten`.
+
+        Parameters
+        ----------
+        named : dict of str to array
+            One array per name of :meth:`param_shapes`.
+
+        Returns
+        -------
+        theta_p : array (P,)
+        """
         xp = backend.namespace(*named.values())
         parts = []
         for name, shape in self.param_shapes().items():
@@ -132,6 +153,18 @@ class MLP:
         0.01 for a policy's output layer, 1 for a value head.  Draws happen on
         the host; the result is a NumPy vector (move it with
         :func:`trpo_ref.backend.from_numpy`).
+
+        Parameters
+        ----------
+        seed : int, numpy.random.Generator or None
+        hidden_gain, output_gain : float
+            Gains of the hidden layers and of the last layer.
+        dtype : numpy dtype or None
+            float64 by default.
+
+        Returns
+        -------
+        theta_p : numpy.ndarray (P,)
         """
         rng = backend.host_rng(seed)
         parts = []

@@ -56,6 +56,11 @@ class RunningMeanStd:
             \delta = \bar x_B - \mu,\quad n' = n + n_B,\quad
             \mu' = \mu + \delta\, n_B / n',\quad
             M_2' = M_2 + M_{2,B} + \delta^2 n n_B / n'
+
+        Parameters
+        ----------
+        x : array_like (N, \*shape)
+            Any array reshapable to that.
         """
         x = np.asarray(x, dtype=np.float64).reshape((-1, *self.shape))
         n_b = x.shape[0]
@@ -75,12 +80,31 @@ class RunningMeanStd:
         self.count = total
 
     def state_dict(self, prefix: str = "") -> dict[str, np.ndarray]:
-        """Arrays for ``numpy.savez`` (keys prefixed)."""
+        r"""Arrays for ``numpy.savez`` (keys prefixed).
+
+        Parameters
+        ----------
+        prefix : str
+            Prepended to every key.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``mean`` (\*shape,), ``var`` (\*shape,), ``count`` 0-d int64.
+        """
         return {prefix + "mean": self.mean.copy(), prefix + "var": self.var.copy(),
                 prefix + "count": np.asarray(self.count, dtype=np.int64)}
 
     def load_state_dict(self, d, prefix: str = "") -> None:
-        """Inverse of :meth:`state_dict`."""
+        r"""Inverse of :meth:`state_dict`.
+
+        Parameters
+        ----------
+        d : mapping of str to array
+            Output of :meth:`state_dict` (or an ``NpzFile``).
+        prefix : str
+            The prefix used when saving.
+        """
         self.mean = np.array(d[prefix + "mean"], dtype=np.float64).reshape(self.shape)
         self.var = np.array(d[prefix + "var"], dtype=np.float64).reshape(self.shape)
         self.count = int(d[prefix + "count"])
@@ -106,19 +130,47 @@ class ObsNormalizer:
         self.eps = float(eps)
 
     def normalize(self, obs):
-        """Normalised copy of ``obs`` (..., obs_dim) with the current (frozen) statistics."""
+        r"""Normalised copy of ``obs`` (..., obs_dim) with the current (frozen) statistics.
+
+        Parameters
+        ----------
+        obs : array_like (..., obs_dim)
+
+        Returns
+        -------
+        numpy.ndarray (..., obs_dim)
+            float64, clipped to [−c, c].
+        """
         out = (np.asarray(obs, dtype=np.float64) - self.rms.mean) / np.sqrt(self.rms.var + self.eps)
         return np.clip(out, -self.clip, self.clip)
 
     def update(self, obs) -> None:
-        """Merge raw observations (..., obs_dim) into the statistics."""
+        r"""Merge raw observations (..., obs_dim) into the statistics.
+
+        Parameters
+        ----------
+        obs : array_like (..., obs_dim)
+        """
         self.rms.update(np.asarray(obs).reshape(-1, self.rms.shape[0]))
 
     def state_dict(self) -> dict[str, np.ndarray]:
+        r"""Arrays for ``numpy.savez``: the ``obs_rms/`` statistics, clip and eps.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+        """
         return {**self.rms.state_dict("obs_rms/"), "obs_rms/clip": np.asarray(self.clip),
                 "obs_rms/eps": np.asarray(self.eps)}
 
     def load_state_dict(self, d) -> None:
+        r"""Inverse of :meth:`state_dict`.
+
+        Parameters
+        ----------
+        d : mapping of str to array
+            Output of :meth:`state_dict` (or an ``NpzFile``).
+        """
         self.rms.load_state_dict(d, "obs_rms/")
         self.clip = float(d["obs_rms/clip"])
         self.eps = float(d["obs_rms/eps"])
@@ -144,7 +196,20 @@ class RewardScaler:
         self.eps = float(eps)
 
     def scale(self, rew_te, done_te):
-        """Update the statistics with rollout ``rew_te`` (T, E) and return the scaled rewards."""
+        r"""Update the statistics with rollout ``rew_te`` (T, E) and return the scaled rewards.
+
+        Parameters
+        ----------
+        rew_te : array_like (T, E)
+            Raw rewards.
+        done_te : array_like (T, E) of bool
+            Episode ends; the running return restarts after them.
+
+        Returns
+        -------
+        numpy.ndarray (T, E)
+            Rewards divided by the running std of the return, clipped.
+        """
         rew_te = np.asarray(rew_te, dtype=np.float64)
         done_te = np.asarray(done_te, dtype=bool)
         g_te = np.empty_like(rew_te)
@@ -158,8 +223,21 @@ class RewardScaler:
         return np.clip(rew_te / np.sqrt(self.rms.var + self.eps), -self.clip, self.clip)
 
     def state_dict(self) -> dict[str, np.ndarray]:
+        r"""Arrays for ``numpy.savez``: the ``ret_rms/`` statistics and the running returns (E,).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+        """
         return {**self.rms.state_dict("ret_rms/"), "ret_rms/ret_e": self.ret_e.copy()}
 
     def load_state_dict(self, d) -> None:
+        r"""Inverse of :meth:`state_dict`.
+
+        Parameters
+        ----------
+        d : mapping of str to array
+            Output of :meth:`state_dict` (or an ``NpzFile``).
+        """
         self.rms.load_state_dict(d, "ret_rms/")
         self.ret_e = np.array(d["ret_rms/ret_e"], dtype=np.float64)

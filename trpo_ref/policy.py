@@ -76,21 +76,54 @@ class _MLPPolicy:
         return self.mlp.param_shapes()
 
     def unflatten(self, theta_p) -> dict[str, Any]:
-        """``{"W0": (in, out), "b0", ..., ["log_std"]}`` views of θ."""
+        r"""``{"W0": (in, out), "b0", ..., ["log_std"]}`` views of θ.
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+            Flat policy parameters θ.
+
+        Returns
+        -------
+        named : dict of str to array
+            Views of θ, shapes as :meth:`param_shapes`.
+        """
         theta_p = self._check_theta(theta_p)
         return self.mlp.unflatten(theta_p[: self.mlp.num_params])
 
     def flatten(self, named: dict[str, Any]):
-        """Exact inverse of :meth:`unflatten`; unknown keys are an error."""
+        r"""Exact inverse of :meth:`unflatten`; unknown keys are an error.
+
+        Parameters
+        ----------
+        named : dict of str to array
+            One array per name of :meth:`param_shapes`, in that shape.
+
+        Returns
+        -------
+        theta_p : array (P,)
+        """
         extra = set(named) - set(self.param_shapes())
         if extra:
             raise ValueError(f"unknown parameter names {sorted(extra)}; expected {list(self.param_shapes())}")
         return self.mlp.flatten({k: v for k, v in named.items() if k in self.mlp.param_shapes()})
 
     def init_params(self, seed=0, *, dtype=None, device=None):
-        """Orthogonal initialisation (gains √2 hidden, ``output_gain`` last layer), flat θ.
+        r"""Orthogonal initialisation (gains √2 hidden, ``output_gain`` last layer), flat θ.
 
         Drawn on the host with ``seed``, then moved to ``device`` ("cpu" or "cuda").
+
+        Parameters
+        ----------
+        seed : int, numpy.random.Generator or None
+        dtype : dtype or None
+            float64 by default.
+        device : str or None
+            "cpu" or "cuda".
+
+        Returns
+        -------
+        theta_p : array (P,)
         """
         theta = self.mlp.init(seed, self.hidden_gain, self.output_gain)
         theta = np.concatenate([theta, self._init_extra()])
@@ -161,26 +194,88 @@ class _MLPPolicy:
     # _entropy_n(phi), _entropy_grad(phi), _kl(phi_p, phi_q), _kl_grad_q, _kl_grad_p.
 
     def log_prob(self, theta_p, obs_no, act):
-        r"""Log-probabilities :math:`\log\pi_\theta(a_n|s_n)`, shape (N,)."""
+        r"""Log-probabilities :math:`\log\pi_\theta(a_n|s_n)`, shape (N,).
+
+        .. math:: \log\pi_\theta(a_n|s_n) = \log p\big(a_n;\ \phi_\theta(s_n)\big)
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+            Flat policy parameters θ.
+        obs_no : array (N, obs_dim)
+            Observations; cast to θ's dtype.
+        act : array (N, act_dim) float or integer array (N,)
+            Actions: continuous rows (Gaussian) or indices (categorical).
+
+        Returns
+        -------
+        logp_n : array (N,)
+        """
         theta_p, obs_no, act = self._check_inputs(theta_p, obs_no, act)
         phi, _ = self._dist(theta_p, obs_no)
         return self._logp(phi, act)
 
     def log_prob_grad(self, theta_p, obs_no, act, weights_n):
-        r""":math:`\sum_n w_n \nabla_\theta\log\pi_\theta(a_n|s_n)`, shape (P,)."""
+        r""":math:`\sum_n w_n \nabla_\theta\log\pi_\theta(a_n|s_n)`, shape (P,).
+
+        .. math:: g(\theta) = \sum_n w_n\,\nabla_\theta\log\pi_\theta(a_n|s_n)
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+            Flat policy parameters θ.
+        obs_no : array (N, obs_dim)
+            Observations; cast to θ's dtype.
+        act : array (N, act_dim) float or integer array (N,)
+            Actions: continuous rows (Gaussian) or indices (categorical).
+        weights_n : array (N,)
+            Per-sample weights w_n (not divided by N here).
+
+        Returns
+        -------
+        grad_p : array (P,)
+        """
         theta_p, obs_no, act, weights_n = self._check_inputs(theta_p, obs_no, act, weights_n)
         phi, cache = self._dist(theta_p, obs_no)
         return self._pullback(theta_p, cache, self._scale(self._logp_grad(phi, act), weights_n))
 
     def entropy(self, theta_p, obs_no):
-        r"""Mean entropy :math:`\frac1N\sum_n H(\pi_\theta(\cdot|s_n))` (0-d array)."""
+        r"""Mean entropy :math:`\frac1N\sum_n H(\pi_\theta(\cdot|s_n))` (0-d array).
+
+        .. math:: \bar H(\theta) = \frac1N\sum_n H\big(\pi_\theta(\cdot|s_n)\big)
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+            Flat policy parameters θ.
+        obs_no : array (N, obs_dim)
+            Observations; cast to θ's dtype.
+
+        Returns
+        -------
+        h : 0-d array
+        """
         xp = backend.namespace(theta_p)
         theta_p, obs_no = self._check_inputs(theta_p, obs_no)
         phi, _ = self._dist(theta_p, obs_no)
         return xp.mean(self._entropy_n(phi, obs_no.shape[0]))
 
     def entropy_grad(self, theta_p, obs_no):
-        r""":math:`\nabla_\theta \bar H(\theta)`, shape (P,)."""
+        r""":math:`\nabla_\theta \bar H(\theta)`, shape (P,).
+
+        .. math:: \nabla_\theta\bar H = \frac1N\sum_n J_n^\top\,\frac{\partial H}{\partial\phi}\Big|_{\phi_\theta(s_n)}
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+            Flat policy parameters θ.
+        obs_no : array (N, obs_dim)
+            Observations; cast to θ's dtype.
+
+        Returns
+        -------
+        grad_p : array (P,)
+        """
         theta_p, obs_no = self._check_inputs(theta_p, obs_no)
         phi, cache = self._dist(theta_p, obs_no)
         return self._pullback(theta_p, cache, self._entropy_grad(phi, obs_no.shape[0]))
@@ -190,6 +285,21 @@ class _MLPPolicy:
 
         ``reverse=True`` gives :math:`KL(\pi_\theta\|\pi_{old})` instead (the direction
         SB3-contrib checks in its line search).
+
+        Parameters
+        ----------
+        theta_old_p : array (P,)
+            θ_old, held fixed.
+        theta_p : array (P,)
+            Flat policy parameters θ.
+        obs_no : array (N, obs_dim)
+            Observations; cast to θ's dtype.
+        reverse : bool
+            Use :math:`KL(\pi_\theta\|\pi_{old})` instead.
+
+        Returns
+        -------
+        kl : 0-d array
         """
         xp = backend.namespace(theta_p)
         theta_old_p = self._check_theta(theta_old_p, "theta_old")
@@ -203,6 +313,21 @@ class _MLPPolicy:
         r""":math:`\nabla_\theta` of :meth:`kl` with θ_old held fixed, shape (P,).
 
         Zero at θ = θ_old in both directions.
+
+        Parameters
+        ----------
+        theta_old_p : array (P,)
+            θ_old, held fixed.
+        theta_p : array (P,)
+            Flat policy parameters θ.
+        obs_no : array (N, obs_dim)
+            Observations; cast to θ's dtype.
+        reverse : bool
+            Use :math:`KL(\pi_\theta\|\pi_{old})` instead.
+
+        Returns
+        -------
+        grad_p : array (P,)
         """
         theta_old_p = self._check_theta(theta_old_p, "theta_old")
         theta_p, obs_no = self._check_inputs(theta_p, obs_no)
@@ -216,6 +341,23 @@ class _MLPPolicy:
         r"""Importance-weighted surrogate (0-d array).
 
         .. math:: L(\theta) = \frac1N\sum_n e^{\log\pi_\theta(a_n|s_n) - \log\pi_{old}(a_n|s_n)}\hat A_n
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+            Flat policy parameters θ.
+        obs_no : array (N, obs_dim)
+            Observations; cast to θ's dtype.
+        act : array (N, act_dim) float or integer array (N,)
+            Actions: continuous rows (Gaussian) or indices (categorical).
+        adv_n : array (N,)
+            Advantage estimates Â_n.
+        logp_old_n : array (N,)
+            :math:`\log\pi_{old}(a_n|s_n)` recorded at sampling time.
+
+        Returns
+        -------
+        surr : 0-d array
         """
         xp = backend.namespace(theta_p)
         theta_p, obs_no, act, adv_n, logp_old_n = self._check_inputs(theta_p, obs_no, act, adv_n, logp_old_n)
@@ -229,6 +371,23 @@ class _MLPPolicy:
         .. math:: \nabla L(\theta) = \frac1N\sum_n r_n(\theta)\hat A_n\nabla_\theta\log\pi_\theta(a_n|s_n)
 
         At θ = θ_old the ratio is 1 and this is the policy gradient g.
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+            Flat policy parameters θ.
+        obs_no : array (N, obs_dim)
+            Observations; cast to θ's dtype.
+        act : array (N, act_dim) float or integer array (N,)
+            Actions: continuous rows (Gaussian) or indices (categorical).
+        adv_n : array (N,)
+            Advantage estimates Â_n.
+        logp_old_n : array (N,)
+            :math:`\log\pi_{old}(a_n|s_n)` recorded at sampling time.
+
+        Returns
+        -------
+        grad_p : array (P,)
         """
         xp = backend.namespace(theta_p)
         theta_p, obs_no, act, adv_n, logp_old_n = self._check_inputs(theta_p, obs_no, act, adv_n, logp_old_n)
@@ -237,7 +396,24 @@ class _MLPPolicy:
         return self._pullback(theta_p, cache, self._scale(self._logp_grad(phi, act), w_n))
 
     def fisher_operator(self, theta_p, obs_no, damping: float = 0.0) -> "FisherOperator":
-        """A :class:`FisherOperator` at θ with the forward pass done once."""
+        r"""A :class:`FisherOperator` at θ with the forward pass done once.
+
+        .. math:: v \mapsto (F + \lambda I)v,\qquad F = \frac1N\sum_n J_n^\top M_n J_n
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+            Flat policy parameters θ.
+        obs_no : array (N, obs_dim)
+            Observations; cast to θ's dtype.
+        damping : float
+            λ >= 0 added on the diagonal.
+
+        Returns
+        -------
+        FisherOperator
+            Callable ``v_p (P,) -> (P,)``.
+        """
         return FisherOperator(self, theta_p, obs_no, damping)
 
     def fisher_vector_product(self, theta_p, obs_no, v_p, damping: float = 0.0):
@@ -247,11 +423,26 @@ class _MLPPolicy:
 
         One forward pass, one jvp and one vjp; no dense F, no finite
         differences, no second derivative of the network.
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+            Flat policy parameters θ.
+        obs_no : array (N, obs_dim)
+            Observations; cast to θ's dtype.
+        v_p : array (P,)
+            Vector v.
+        damping : float
+            λ >= 0.
+
+        Returns
+        -------
+        fv_p : array (P,)
         """
         return FisherOperator(self, theta_p, obs_no, damping)(v_p)
 
     def sample(self, theta_p, obs_no, rng=None, deterministic: bool = False, validate: bool = True):
-        """Actions for a batch of observations and their log-probabilities.
+        r"""Actions for a batch of observations and their log-probabilities.
 
         Noise is drawn on the host from ``rng`` (a seed or numpy Generator).
         ``deterministic=True`` returns the mode.  Returns ``(act, logp_n)``.
@@ -259,6 +450,23 @@ class _MLPPolicy:
         ``validate=False`` skips the input checks: for a caller that checked θ
         once and calls this every environment step with observations it built
         itself (the rollout), where the checks cost more than the network.
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+            Flat policy parameters θ.
+        obs_no : array (N, obs_dim)
+            Observations; cast to θ's dtype.
+        rng : int, numpy.random.Generator or None
+        deterministic : bool
+            Return the mode (μ, or the arg-max logit).
+        validate : bool
+            Run the input checks.
+
+        Returns
+        -------
+        act : array (N, act_dim) float or integer array (N,)
+        logp_n : array (N,)
         """
         if validate:
             theta_p, obs_no = self._check_inputs(theta_p, obs_no)
@@ -520,12 +728,32 @@ class FisherOperator:
         return fv
 
     def matvec(self, v_p):
-        """Same as calling the operator (scipy LinearOperator style)."""
+        r"""Same as calling the operator (scipy LinearOperator style).
+
+        Parameters
+        ----------
+        v_p : array (P,)
+
+        Returns
+        -------
+        fv_p : array (P,)
+            :math:`(F + \lambda I)v`.
+        """
         return self(v_p)
 
 
 def policy_from_spec(spec: dict) -> _MLPPolicy:
-    """Rebuild a policy from :meth:`~_MLPPolicy.spec` output."""
+    r"""Rebuild a policy from :meth:`~_MLPPolicy.spec` output.
+
+    Parameters
+    ----------
+    spec : dict
+        Output of :meth:`~_MLPPolicy.spec` (``kind`` "gaussian" or "categorical").
+
+    Returns
+    -------
+    GaussianMLPPolicy or CategoricalMLPPolicy
+    """
     try:
         kind = spec["kind"]
         common = dict(hidden_sizes=tuple(spec["hidden_sizes"]), activation=spec["activation"],

@@ -91,6 +91,13 @@ class EpisodeReplay(gym.Wrapper):
     replay_payload = None
 
     def replay_episode(self):
+        r"""Reset with the payload's seed, replay its actions and clear the payload.
+
+        Returns
+        -------
+        numpy.ndarray (obs_dim,)
+            The observation after the last replayed action.
+        """
         seed, actions = self.replay_payload
         obs, _ = self.env.reset(seed=seed)
         for a in actions:
@@ -100,7 +107,12 @@ class EpisodeReplay(gym.Wrapper):
 
 
 def check_spaces(observation_space, action_space) -> None:
-    """Raise :class:`UnsupportedSpaceError` unless obs is a 1-D Box and actions a 1-D Box or Discrete."""
+    r"""Raise :class:`UnsupportedSpaceError` unless obs is a 1-D Box and actions a 1-D Box or Discrete.
+
+    Parameters
+    ----------
+    observation_space, action_space : gymnasium.spaces.Space
+    """
     if not (isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 1):
         raise UnsupportedSpaceError(
             f"unsupported observation space {observation_space}: only a 1-D Box is supported "
@@ -352,7 +364,15 @@ class VectorRollout:
         return meta, arrays
 
     def load_state_dict(self, meta: dict, arrays) -> None:
-        """Reset each env with its episode's seed and replay the saved actions (inside the env's process)."""
+        r"""Reset each env with its episode's seed and replay the saved actions (inside the env's process).
+
+        Parameters
+        ----------
+        meta : dict
+            JSON part of :meth:`state_dict`.
+        arrays : mapping of str to array
+            Array part of :meth:`state_dict`.
+        """
         self.seed_rng.bit_generator.state = meta["seed_rng"]
         self.ep_seed_e = np.asarray(meta["ep_seed_e"], dtype=np.int64)
         self.ep_return_e = np.asarray(meta["ep_return_e"], dtype=np.float64)
@@ -371,4 +391,5 @@ class VectorRollout:
                           "from an uninterrupted one", RuntimeWarning, stacklevel=2)
 
     def close(self) -> None:
+        r"""Close the vector environment (and its worker processes)."""
         self.envs.close()

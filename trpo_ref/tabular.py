@@ -188,6 +188,11 @@ def random_mdp(n_states: int, n_actions: int, gamma: float, rng=None, *,
     concentration : float
         Dirichlet parameter c > 0 of the transition rows: c < 1 gives nearly
         deterministic transitions, c > 1 nearly uniform ones.
+
+    Returns
+    -------
+    TabularMDP
+        P (S, A, S), R (S, A), μ₀ (S,).
     """
     if int(n_states) < 1 or int(n_actions) < 1:
         raise ValueError(f"need n_states >= 1 and n_actions >= 1, got {n_states}, {n_actions}")
@@ -235,6 +240,11 @@ def from_gymnasium(env, gamma: float, mu0="auto", **make_kwargs) -> TabularMDP:
     **make_kwargs
         Passed to ``gymnasium.make`` when ``env`` is an id (``map_name``,
         ``is_slippery``, ``is_rainy``, ...).
+
+    Returns
+    -------
+    TabularMDP
+        With ``S = observation_space.n + 1`` states.
 
     Raises
     ------
@@ -300,6 +310,15 @@ def softmax_policy(logits_sa) -> np.ndarray:
 
     Computed as ``exp(log_softmax(z))`` with the max subtracted per state, so
     any finite logits give finite probabilities summing to 1.
+
+    Parameters
+    ----------
+    logits_sa : array (S, A)
+        Finite logits z.
+
+    Returns
+    -------
+    pi_sa : numpy.ndarray (S, A)
     """
     z_sa = _check_logits(logits_sa)
     return np.exp(Categorical.log_softmax(z_sa))
@@ -332,6 +351,17 @@ def induced_chain(mdp: TabularMDP, pi_sa) -> tuple[np.ndarray, np.ndarray]:
     r"""The Markov chain and reward a policy induces: ``(P_pi_ss, r_pi_s)``.
 
     .. math:: P_\pi(s'|s) = \sum_a \pi(a|s)P(s'|s,a),\qquad r_\pi(s) = \sum_a \pi(a|s)R(s,a)
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi_sa : array (S, A)
+        π as probabilities (rows sum to 1).
+
+    Returns
+    -------
+    p_pi_ss : numpy.ndarray (S, S)
+    r_pi_s : numpy.ndarray (S,)
     """
     pi_sa = _check_policy(mdp, pi_sa)
     p_pi_ss = np.einsum("sa,sat->st", pi_sa, mdp.P)
@@ -358,6 +388,17 @@ def policy_evaluation(mdp: TabularMDP, pi_sa) -> PolicyValues:
         Q_\pi(s,a) = R(s,a) + \gamma\sum_{s'}P(s'|s,a)V_\pi(s'),\qquad
         A_\pi = Q_\pi - V_\pi
 
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi_sa : array (S, A)
+        π as probabilities (rows sum to 1).
+
+    Returns
+    -------
+    PolicyValues
+        ``v_s`` (S,), ``q_sa`` (S, A), ``adv_sa`` (S, A).
+
     Notes
     -----
     :math:`I - \gamma P_\pi` is strictly diagonally dominant by rows (margin
@@ -379,6 +420,18 @@ def policy_evaluation(mdp: TabularMDP, pi_sa) -> PolicyValues:
 def eta(mdp: TabularMDP, pi_sa) -> float:
     r"""Expected discounted return :math:`\eta(\pi) = E_{s_0\sim\mu_0}[V_\pi(s_0)] = \mu_0^\top V_\pi`.
 
+    .. math:: \eta(\pi) = E_{s_0\sim\mu_0}\big[V_\pi(s_0)\big] = \mu_0^\top V_\pi
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi_sa : array (S, A)
+        π as probabilities (rows sum to 1).
+
+    Returns
+    -------
+    float
+
     References
     ----------
     Schulman et al. (2015), eq. (1).
@@ -398,6 +451,18 @@ def visitation(mdp: TabularMDP, pi_sa, normalize: bool = False) -> np.ndarray:
     sums to 1/(1 − γ); ``normalize=True`` gives the state distribution
     :math:`d_\pi = (1-\gamma)\rho_\pi` (sums to 1).
 
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi_sa : array (S, A)
+        π as probabilities (rows sum to 1).
+    normalize : bool
+        Return d_π = (1 − γ)ρ_π instead of ρ_π.
+
+    Returns
+    -------
+    rho_s : numpy.ndarray (S,)
+
     References
     ----------
     Schulman et al. (2015), §2, the definition of ρ_π below eq. (2).
@@ -414,6 +479,18 @@ def surrogate_L(mdp: TabularMDP, pi_sa, pi_new_sa) -> float:
 
     :math:`L_\pi(\pi) = \eta(\pi)` since :math:`\sum_a\pi(a|s)A_\pi(s,a) = 0`,
     and :math:`\nabla L_\pi = \nabla\eta` at π (see :func:`policy_gradient`).
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi_sa : array (S, A)
+        π as probabilities (rows sum to 1).
+    pi_new_sa : array (S, A)
+        π̃ as probabilities.
+
+    Returns
+    -------
+    float
 
     References
     ----------
@@ -432,6 +509,16 @@ def policy_gradient(mdp: TabularMDP, logits_sa) -> np.ndarray:
 
     (policy gradient theorem, with :math:`\partial\log\pi(b|s)/\partial z_{sa} = [a=b] - \pi(a|s)`
     and :math:`\sum_b\pi(b|s)A_\pi(s,b) = 0`).
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    logits_sa : array (S, A)
+        Logits z of π.
+
+    Returns
+    -------
+    grad_sa : numpy.ndarray (S, A)
 
     References
     ----------
@@ -455,6 +542,18 @@ def surrogate_grad_logits(mdp: TabularMDP, pi_sa, logits_new_sa) -> np.ndarray:
     (softmax Jacobian :math:`\operatorname{diag}(\tilde\pi_s) - \tilde\pi_s\tilde\pi_s^\top`
     applied to :math:`\rho_\pi(s)A_\pi(s,\cdot)`).  At z̃ = z it equals
     :func:`policy_gradient`.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi_sa : array (S, A)
+        π as probabilities (rows sum to 1).
+    logits_new_sa : array (S, A)
+        Logits z̃ of π̃.
+
+    Returns
+    -------
+    grad_sa : numpy.ndarray (S, A)
     """
     z_new_sa = _check_logits(logits_new_sa, (mdp.n_states, mdp.n_actions))
     rho_s = visitation(mdp, pi_sa)
@@ -472,6 +571,17 @@ def kl_states(pi_sa, pi_new_sa) -> np.ndarray:
     r"""Per-state :math:`KL(\pi(\cdot|s)\,\|\,\tilde\pi(\cdot|s))` from probabilities, shape (S,).
 
     .. math:: KL_s = \sum_{a:\ \pi(a|s)>0}\pi(a|s)\,\big(\log\pi(a|s) - \log\tilde\pi(a|s)\big)
+
+    Parameters
+    ----------
+    pi_sa : array (S, A)
+        π as probabilities (rows sum to 1).
+    pi_new_sa : array (S, A)
+        π̃ as probabilities.
+
+    Returns
+    -------
+    kl_s : numpy.ndarray (S,)
 
     Notes
     -----
@@ -493,6 +603,17 @@ def kl_states_logits(logits_sa, logits_new_sa) -> np.ndarray:
     r"""Per-state :math:`KL(\pi_z(\cdot|s)\,\|\,\pi_{\tilde z}(\cdot|s))` from logits by log-softmax, shape (S,).
 
     .. math:: KL_s = \sum_a \pi(a|s)\,\big(\log\operatorname{softmax}(z_s)_a - \log\operatorname{softmax}(\tilde z_s)_a\big)
+
+    Parameters
+    ----------
+    logits_sa : array (S, A)
+        Logits z of π.
+    logits_new_sa : array (S, A)
+        Logits z̃ of π̃.
+
+    Returns
+    -------
+    kl_s : numpy.ndarray (S,)
     """
     z_sa = _check_logits(logits_sa)
     z_new_sa = _check_logits(logits_new_sa, z_sa.shape)
@@ -502,6 +623,20 @@ def kl_states_logits(logits_sa, logits_new_sa) -> np.ndarray:
 def kl_max(pi_sa, pi_new_sa) -> float:
     r""":math:`D_{KL}^{max}(\pi,\tilde\pi) = \max_s KL(\pi(\cdot|s)\,\|\,\tilde\pi(\cdot|s))` from probabilities.
 
+    .. math:: D_{KL}^{max}(\pi,\tilde\pi) = \max_s KL\big(\pi(\cdot|s)\,\|\,\tilde\pi(\cdot|s)\big)
+
+    Parameters
+    ----------
+    pi_sa : array (S, A)
+        π as probabilities (rows sum to 1).
+    pi_new_sa : array (S, A)
+        π̃ as probabilities.
+
+    Returns
+    -------
+    float
+        +inf when π̃ puts zero mass where π does not (see :func:`kl_states`).
+
     References
     ----------
     Schulman et al. (2015), the definition above eq. (9).
@@ -510,7 +645,25 @@ def kl_max(pi_sa, pi_new_sa) -> float:
 
 
 def kl_max_logits(logits_sa, logits_new_sa) -> float:
-    r""":math:`D_{KL}^{max}` from logits (log-softmax stable); see :func:`kl_max`."""
+    r""":math:`D_{KL}^{max}` from logits (log-softmax stable); see :func:`kl_max`.
+
+    .. math:: D_{KL}^{max}(\pi_z,\pi_{\tilde z}) = \max_s KL\big(\pi_z(\cdot|s)\,\|\,\pi_{\tilde z}(\cdot|s)\big)
+
+    Parameters
+    ----------
+    logits_sa : array (S, A)
+        Logits z of π.
+    logits_new_sa : array (S, A)
+        Logits z̃ of π̃.
+
+    Returns
+    -------
+    float
+
+    References
+    ----------
+    Schulman et al. (2015), the definition above eq. (9).
+    """
     return float(np.max(kl_states_logits(logits_sa, logits_new_sa)))
 
 
@@ -520,6 +673,19 @@ def average_kl(logits_sa, logits_new_sa, d_s) -> float:
     .. math:: \bar D_{KL}^{d}(\pi,\tilde\pi) = \sum_s d(s)\,KL(\pi_z(\cdot|s)\,\|\,\pi_{\tilde z}(\cdot|s))
 
     ``d_s`` is a distribution over states (e.g. ``visitation(..., normalize=True)``).
+
+    Parameters
+    ----------
+    logits_sa : array (S, A)
+        Logits z of π.
+    logits_new_sa : array (S, A)
+        Logits z̃ of π̃.
+    d_s : array (S,)
+        State distribution d (sums to 1).
+
+    Returns
+    -------
+    float
 
     References
     ----------
@@ -543,6 +709,18 @@ def _check_state_dist(d_s, n_s: int) -> np.ndarray:
 def epsilon(mdp: TabularMDP, pi_sa) -> float:
     r""":math:`\epsilon = \max_{s,a}|A_\pi(s,a)|`.
 
+    .. math:: \epsilon = \max_{s,a}|A_\pi(s,a)|
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi_sa : array (S, A)
+        π as probabilities (rows sum to 1).
+
+    Returns
+    -------
+    float
+
     References
     ----------
     Schulman et al. (2015), Theorem 1.
@@ -554,6 +732,16 @@ def penalty_C(mdp: TabularMDP, pi_sa) -> float:
     r"""The penalty coefficient of Theorem 1.
 
     .. math:: C = \frac{4\epsilon\gamma}{(1-\gamma)^2}
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi_sa : array (S, A)
+        π as probabilities (rows sum to 1).
+
+    Returns
+    -------
+    float
 
     References
     ----------
@@ -599,6 +787,10 @@ def bound_terms(mdp: TabularMDP, pi_sa, pi_new_sa, *, logits=None, logits_new=No
         When both are given, D_KL^max is computed from them by log-softmax
         (they must be the logits of ``pi_sa`` and ``pi_new_sa``).
 
+    Returns
+    -------
+    BoundTerms
+
     Notes
     -----
     One evaluation of π (V, Q, A, ρ) serves η(π), L, ε and C; one more gives
@@ -631,8 +823,22 @@ def bound_terms(mdp: TabularMDP, pi_sa, pi_new_sa, *, logits=None, logits_new=No
 def lower_bound(mdp: TabularMDP, pi_sa, pi_new_sa) -> float:
     r"""The minorant :math:`M_\pi(\tilde\pi) = L_\pi(\tilde\pi) - C\,D_{KL}^{max}(\pi,\tilde\pi)`.
 
+    .. math:: M_\pi(\tilde\pi) = L_\pi(\tilde\pi) - C\,D_{KL}^{max}(\pi,\tilde\pi)
+
     Theorem 1: :math:`\eta(\tilde\pi) \ge M_\pi(\tilde\pi)`, with equality at π̃ = π.
     See :func:`bound_terms` for every term at once.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    pi_sa : array (S, A)
+        π as probabilities (rows sum to 1).
+    pi_new_sa : array (S, A)
+        π̃ as probabilities.
+
+    Returns
+    -------
+    float
 
     References
     ----------
@@ -664,6 +870,10 @@ def tabular_fisher(pi_sa, d_s) -> np.ndarray:
     d_s : array (S,)
         State distribution of the average KL (sums to 1).
 
+    Returns
+    -------
+    fisher : numpy.ndarray (S·A, S·A)
+
     References
     ----------
     Kakade (2001), §3; Schulman et al. (2015), Appendix C.
@@ -683,6 +893,19 @@ def tabular_fisher_vector_product(pi_sa, d_s, v_sa) -> np.ndarray:
     r""":math:`F v` for :func:`tabular_fisher` without forming F, shape (S, A).
 
     .. math:: (Fv)_s = d(s)\,\big(\pi_s\odot v_s - \pi_s(\pi_s^\top v_s)\big)
+
+    Parameters
+    ----------
+    pi_sa : array (S, A)
+        π as probabilities (rows sum to 1).
+    d_s : array (S,)
+        State distribution (sums to 1).
+    v_sa : array (S, A)
+        v in the logits' layout.
+
+    Returns
+    -------
+    fv_sa : numpy.ndarray (S, A)
     """
     pi_sa = _check_policy(None, pi_sa)
     d_s = _check_state_dist(d_s, pi_sa.shape[0])
@@ -706,6 +929,15 @@ def onehot_linear_jacobian(n_states: int, n_actions: int) -> np.ndarray:
     :func:`tabular_fisher` (the chain rule for the Gauss–Newton form
     :math:`\sum_n J_n^\top M_n J_n`): the W block is F itself, the b block is
     :math:`\sum_s F_{ss}`, and the W–b block stacks the F_ss.
+
+    Parameters
+    ----------
+    n_states, n_actions : int
+        S and A.
+
+    Returns
+    -------
+    jac : numpy.ndarray (S·A, S·A + A)
     """
     n_s, n_a = int(n_states), int(n_actions)
     return np.hstack([np.eye(n_s * n_a), np.tile(np.eye(n_a), (n_s, 1))])

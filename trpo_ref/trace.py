@@ -177,26 +177,32 @@ class Trace:
 
     @property
     def config(self) -> TRPOConfig:
+        r"""The :class:`~trpo_ref.trpo.TRPOConfig` of the traced update."""
         return TRPOConfig.from_dict(self.meta["config"])
 
     @property
     def preset(self) -> str | None:
+        r"""Name of the preset the config came from, or None."""
         return self.meta.get("preset")
 
     @property
     def status(self) -> str | None:
+        r"""Outcome of the traced update (its ``status`` string), or None."""
         return self.meta.get("status")
 
     @property
     def theta_old(self) -> np.ndarray:
+        r"""θ_old, the parameters before the update, shape (P,)."""
         return self.arrays["theta_old"]
 
     @property
     def theta_new(self) -> np.ndarray:
+        r"""θ_new, the parameters after the update, shape (P,)."""
         return self.arrays["theta_new"]
 
     @property
     def x0(self) -> np.ndarray | None:
+        r"""Warm start of conjugate gradient, shape (P,), or None (start from 0)."""
         return self.arrays.get("cg_x0")
 
     def batch(self) -> Batch:
@@ -543,9 +549,16 @@ class Row:
 
     @property
     def ok(self) -> bool:
+        r"""True unless the row's status is ``"FAIL"``."""
         return self.status != "FAIL"
 
     def to_dict(self) -> dict:
+        r"""JSON-serialisable form of the row.
+
+        Returns
+        -------
+        dict
+        """
         return {"name": self.name, "description": self.description, "shape": list(self.shape),
                 "max_abs": self.max_abs, "max_rel": self.max_rel, "status": self.status, "where": self.where,
                 "exact": self.exact}
@@ -563,17 +576,35 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        r"""True when no row failed."""
         return all(r.ok for r in self.rows)
 
     @property
     def failures(self) -> list[Row]:
+        r"""The failing rows, in order."""
         return [r for r in self.rows if not r.ok]
 
     @property
     def first_failure(self) -> Row | None:
+        r"""The first failing row in the algorithm's order, or None."""
         return next((r for r in self.rows if not r.ok), None)
 
     def row(self, name: str) -> Row:
+        r"""The row called ``name``.
+
+        Parameters
+        ----------
+        name : str
+
+        Returns
+        -------
+        Row
+
+        Raises
+        ------
+        KeyError
+            When no row has that name.
+        """
         for r in self.rows:
             if r.name == name:
                 return r
@@ -587,13 +618,28 @@ class Report:
         return max(r.max_abs for r in rows), max(r.max_rel for r in rows)
 
     def to_dict(self) -> dict:
+        r"""JSON-serialisable form of the report (``ok``, tolerances, header, notes, rows).
+
+        Returns
+        -------
+        dict
+        """
         ff = self.first_failure
         return {"ok": self.ok, "rtol": self.rtol, "atol": self.atol, "header": list(self.header),
                 "notes": list(self.notes), "first_failure": None if ff is None else ff.name,
                 "rows": [r.to_dict() for r in self.rows]}
 
     def to_text(self, show: str = "all") -> str:
-        """The table.  ``show="failures"`` keeps only failing rows (and the summary)."""
+        r"""The table.  ``show="failures"`` keeps only failing rows (and the summary).
+
+        Parameters
+        ----------
+        show : {"all", "failures"}
+
+        Returns
+        -------
+        str
+        """
         out = list(self.header)
         out.append(f"tolerance: max|cand - ref| <= atol + rtol * max|ref|  (rtol {self.rtol:g}, atol {self.atol:g}); "
                    "decisions exact")

@@ -26,6 +26,13 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def register_cli(subparsers) -> None:
+    r"""Add the ``trace`` and ``check`` subcommands.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        From ``ArgumentParser.add_subparsers``.
+    """
     from .trace import DEFAULT_ATOL, DEFAULT_RTOL
     from .trpo import PRESETS
 
@@ -67,6 +74,18 @@ def register_cli(subparsers) -> None:
 
 
 def cmd_trace(args) -> int:
+    r"""``trpo-ref trace``: compute one TRPO update's trace and save it.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of the subcommand.
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
     from . import interop
     from .trace import compute_trace, synthetic_case
     from .trpo import TRPOConfig
@@ -98,6 +117,18 @@ def cmd_trace(args) -> int:
 
 
 def cmd_check(args) -> int:
+    r"""``trpo-ref check``: compare a trace (or two trace files) against the reference.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of the subcommand.
+
+    Returns
+    -------
+    int
+        Exit status: 0 when every row passes.
+    """
     import json
 
     from .trace import check_trace, compare_files

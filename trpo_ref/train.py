@@ -168,13 +168,21 @@ class TrainConfig:
 
     @property
     def steps_per_iteration(self) -> int:
+        r"""Environment steps per update: ``n_envs * n_steps``."""
         return self.n_envs * self.n_steps
 
     @property
     def n_iterations(self) -> int:
+        r"""Number of updates: ``ceil(total_steps / steps_per_iteration)``."""
         return -(-self.total_steps // self.steps_per_iteration)
 
     def to_dict(self) -> dict:
+        r"""Plain dict (JSON-serialisable; tuples become lists).
+
+        Returns
+        -------
+        dict
+        """
         d = dataclasses.asdict(self)
         d["hidden_sizes"] = list(self.hidden_sizes)
         d["vf_hidden_sizes"] = list(self.vf_hidden_sizes)
@@ -182,6 +190,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        r"""Inverse of :meth:`to_dict`; unknown keys are an error naming them.
+
+        Parameters
+        ----------
+        d : dict
+            Field name to value.
+
+        Returns
+        -------
+        TrainConfig
+        """
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
@@ -320,6 +339,19 @@ def load_npz(path) -> dict:
 
 # ------------------------------------------------------------------------ the policy
 def make_policy(cfg: TrainConfig, rollout: VectorRollout):
+    r"""The policy for the rollout's spaces: categorical for Discrete actions, Gaussian otherwise.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Supplies ``hidden_sizes``, ``activation`` and ``log_std_init``.
+    rollout : VectorRollout
+        Supplies the observation and action dimensions.
+
+    Returns
+    -------
+    GaussianMLPPolicy or CategoricalMLPPolicy
+    """
     if rollout.discrete:
         return CategoricalMLPPolicy(rollout.obs_dim, rollout.n_actions, cfg.hidden_sizes, cfg.activation)
     return GaussianMLPPolicy(rollout.obs_dim, rollout.act_dim, cfg.hidden_sizes, cfg.activation,
@@ -327,7 +359,16 @@ def make_policy(cfg: TrainConfig, rollout: VectorRollout):
 
 
 def save_policy(path: Path, policy, theta, obs_normalizer, env_id: str) -> None:
-    """θ (host float64), the policy spec and the observation normaliser, in one .npz."""
+    r"""θ (host float64), the policy spec and the observation normaliser, in one .npz.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+    policy : GaussianMLPPolicy or CategoricalMLPPolicy
+    theta : array (P,)
+    obs_normalizer : ObsNormalizer or None
+    env_id : str
+    """
     arrays = {"theta": np.asarray(backend.to_numpy(theta), dtype=np.float64),
               "spec": _json_array(policy.spec()), "env_id": np.array(env_id)}
     if obs_normalizer is not None:
@@ -336,7 +377,16 @@ def save_policy(path: Path, policy, theta, obs_normalizer, env_id: str) -> None:
 
 
 def load_policy(path):
-    """(policy, θ, obs_normalizer or None, env_id) from a ``policy.npz``."""
+    r"""(policy, θ, obs_normalizer or None, env_id) from a ``policy.npz``.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+
+    Returns
+    -------
+    policy, theta_p (P,) float64, obs_normalizer or None, env_id
+    """
     z = load_npz(path)
     for key in ("theta", "spec", "env_id"):
         if key not in z:

@@ -45,6 +45,13 @@ def _one_line_errors(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def register_cli(subparsers) -> None:
+    r"""Add the ``train``, ``eval`` and ``plot`` subcommands.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        From ``ArgumentParser.add_subparsers``.
+    """
     from .trpo import PRESETS
 
     # ------------------------------------------------------------------ train
@@ -157,6 +164,18 @@ def _newest_run(env_id: str) -> Path:
 
 # --------------------------------------------------------------------- commands
 def cmd_train(args) -> int:
+    r"""``trpo-ref train``: build the configs for an environment and train.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of the subcommand.
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
     from .train import build_configs, train
 
     _check_env_id(args.env)
@@ -206,6 +225,18 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    r"""``trpo-ref eval``: run a saved policy for some episodes and print the returns.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of the subcommand.
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
     import numpy as np
 
     from .train import evaluate, load_policy
@@ -240,6 +271,18 @@ def _expand_runs(paths) -> list[Path]:
 
 
 def cmd_plot(args) -> int:
+    r"""``trpo-ref plot``: plot the learning curves of one or more runs.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of the subcommand.
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
     from .train import plot_runs
 
     runs = _expand_runs(args.run_dirs)

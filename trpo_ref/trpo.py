@@ -72,7 +72,18 @@ class Batch:
         return int(self.obs.shape[0])
 
     def take(self, idx):
-        """Sub-batch at integer indices ``idx`` (an array of the same backend)."""
+        r"""Sub-batch at integer indices ``idx`` (an array of the same backend).
+
+        Parameters
+        ----------
+        idx : integer array (M,)
+            Row indices, same backend as the batch.
+
+        Returns
+        -------
+        Batch
+            Every field indexed along axis 0 (M rows).
+        """
         xp = backend.namespace(self.obs)
         return Batch(*(xp.take(getattr(self, f.name), idx, axis=0) for f in fields(self)))
 
@@ -230,7 +241,19 @@ class TRPOConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TRPOConfig":
-        """The update of a named library (see :data:`PRESETS` and docs/presets.md)."""
+        r"""The update of a named library (see :data:`PRESETS` and docs/presets.md).
+
+        Parameters
+        ----------
+        name : str
+            A key of :data:`PRESETS`.
+        **overrides
+            Fields to replace.
+
+        Returns
+        -------
+        TRPOConfig
+        """
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return replace(cls(**PRESETS[name]), **overrides)
@@ -241,7 +264,17 @@ class TRPOConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TRPOConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        r"""Inverse of :meth:`to_dict`; unknown keys are an error naming them.
+
+        Parameters
+        ----------
+        d : dict
+            Field name to value.
+
+        Returns
+        -------
+        TRPOConfig
+        """
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -359,6 +392,15 @@ def normalize_advantages(adv_n, *, ddof: int = 0, eps: float = 0.0, mode: str = 
     A zero spread with ε = 0 would divide by zero: the advantages are then
     centred only (all zeros) and the flag is returned True.  N = 1 with ddof = 1
     is a zero spread too.
+
+    Parameters
+    ----------
+    adv_n : array (N,)
+    ddof : int
+        Degrees of freedom of s (0 or 1).
+    eps : float
+        ε >= 0.
+    mode : {"std_plus_eps", "sqrt_var_plus_eps", "var_plus_eps"}
 
     Returns
     -------

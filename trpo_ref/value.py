@@ -129,6 +129,16 @@ class ValueFunction:
 
         Drawn on the host with ``seed``, then moved to ``device`` ("cpu" or
         "cuda") in ``dtype`` (float64 by default).
+
+        Parameters
+        ----------
+        seed : int, numpy.random.Generator or None
+        dtype : dtype or None
+        device : str or None
+
+        Returns
+        -------
+        w_p : array (P,)
         """
         w = self.mlp.init(seed, self.hidden_gain, self.output_gain)
         xp, dev = backend.get_namespace(device)
@@ -145,7 +155,17 @@ class ValueFunction:
 
     @classmethod
     def from_spec(cls, spec: dict) -> "ValueFunction":
-        """Rebuild a value function from :meth:`spec` output."""
+        r"""Rebuild a value function from :meth:`spec` output.
+
+        Parameters
+        ----------
+        spec : dict
+            Output of :meth:`spec`.
+
+        Returns
+        -------
+        ValueFunction
+        """
         try:
             if spec["kind"] != cls.kind:
                 raise ValueError(f"spec kind must be {cls.kind!r}, got {spec['kind']!r}")
@@ -214,6 +234,10 @@ class ValueFunction:
         w_p : array (P,)
         obs_no : array (N, obs_dim)
             Cast to ``w``'s dtype.
+
+        Returns
+        -------
+        v_n : array (N,)
         """
         w_p, obs_no, _ = self._check_inputs(w_p, obs_no)
         v_n, _ = self._values(w_p, obs_no)
@@ -230,6 +254,10 @@ class ValueFunction:
         obs_no : array (N, obs_dim)
         ret_n : array (N,)
             Regression targets :math:`\hat R_n`.
+
+        Returns
+        -------
+        loss : 0-d array
         """
         xp = backend.namespace(w_p)
         w_p, obs_no, ret_n = self._check_inputs(w_p, obs_no, ret_n)
@@ -245,6 +273,13 @@ class ValueFunction:
 
         The sum is :meth:`trpo_ref.mlp.MLP.vjp` with the cotangent
         :math:`\bar V` as ``out_bar``.
+
+        Parameters
+        ----------
+        w_p : array (P,)
+        obs_no : array (N, obs_dim)
+        ret_n : array (N,)
+            Regression targets.
 
         Returns
         -------
@@ -371,7 +406,19 @@ class Adam:
 
     @classmethod
     def init(cls, w_p, *, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> "Adam":
-        """Fresh state: zero moments shaped, typed and placed like ``w``, t = 0."""
+        r"""Fresh state: zero moments shaped, typed and placed like ``w``, t = 0.
+
+        Parameters
+        ----------
+        w_p : array (P,)
+            Parameters the moments are shaped like.
+        lr, beta1, beta2, eps : float
+            Adam hyper-parameters.
+
+        Returns
+        -------
+        Adam
+        """
         xp = backend.namespace(w_p)
         return cls(xp.zeros_like(w_p), xp.zeros_like(w_p), 0, float(lr), float(beta1), float(beta2), float(eps))
 
@@ -435,7 +482,19 @@ class Adam:
 
     @classmethod
     def from_dict(cls, d: dict, *, xp=None, device=None) -> "Adam":
-        """Exact inverse of :meth:`to_dict`; moments go to ``xp`` / ``device`` in their saved dtype."""
+        r"""Exact inverse of :meth:`to_dict`; moments go to ``xp`` / ``device`` in their saved dtype.
+
+        Parameters
+        ----------
+        d : dict
+            Output of :meth:`to_dict`.
+        xp : array namespace or None
+        device : str or None
+
+        Returns
+        -------
+        Adam
+        """
         missing = [k for k in ("m", "v", "t", "lr", "beta1", "beta2", "eps") if k not in d]
         if missing:
             raise ValueError(f"Adam state dict is missing {missing}")
