@@ -337,3 +337,16 @@ def test_alpha_eps__enters_the_step_denominator_only_when_asked():
     np.testing.assert_allclose(cg(A, b, max_iter=1, alpha_eps=eps).x[0], 4 * 16 / (32 + eps), rtol=1e-15)
     with pytest.raises(ValueError, match="alpha_eps"):
         cg(A, b, alpha_eps=-1.0)
+
+
+def test_check_initial__returns_x0_when_r0_already_meets_the_rule(xb):
+    # A = I, b = [1, 0], x0 = [1, 1e-6]: r0 = [0, −1e-6], r0ᵀr0 = 1e-12 < 1e-10.
+    A = lambda v: v  # noqa: E731
+    b, x0 = xb.asarray([1.0, 0.0]), xb.asarray([1.0, 1e-6])
+    res = conjugate_gradient(A, b, squared_residual_tol=1e-10, x0=x0, check_initial=True)
+    assert res.n_iter == 0 and res.converged
+    np.testing.assert_array_equal(backend.to_numpy(res.x), [1.0, 1e-6])
+    # without the check CG iterates once and lands on the exact solution
+    res = conjugate_gradient(A, b, squared_residual_tol=1e-10, x0=x0)
+    assert res.n_iter == 1
+    np.testing.assert_allclose(backend.to_numpy(res.x), [1.0, 0.0], atol=1e-22)

@@ -82,6 +82,11 @@ def _check_args(b, x0, max_iter, rtol, atol, squared_residual_tol) -> None:
         raise ValueError(f"squared_residual_tol must be None or >= 0, got {squared_residual_tol!r}")
 
 
+def _meets_tolerance(rr: float, threshold: float, squared_residual_tol: float | None) -> bool:
+    """The stopping rule: ‖r‖ ≤ threshold, or rᵀr < squared_residual_tol (strict)."""
+    return math.sqrt(rr) <= threshold or (squared_residual_tol is not None and rr < squared_residual_tol)
+
+
 def _dot(xp, u, v) -> float:
     r""":math:`u^\top v` as a host float (one device -> host sync)."""
     return backend.to_float(xp.vecdot(u, v))
@@ -99,6 +104,7 @@ def conjugate_gradient(
     callback: Callable[[Any], None] | None = None,
     keep_iterates: bool = False,
     alpha_eps: float = 0.0,
+    check_initial: bool = False,
 ) -> CGResult:
     r"""Solve :math:`A x = b` by conjugate gradient (Hestenes–Stiefel).
 
@@ -136,6 +142,9 @@ def conjugate_gradient(
         Added to the denominator of α: :math:`\alpha_k = r^\top r / (p^\top A p + \epsilon)`.
         Zero (no hidden epsilon) unless asked for; Spinning Up's CG uses 1e-8,
         and its preset sets it so the replay is exact.
+    check_initial : bool, default False
+        Also apply the stopping rule to :math:`r_0` before the first iteration
+        (SB3-contrib's solver does; baselines and Spinning Up do not).
 
     Returns
     -------
@@ -153,7 +162,8 @@ def conjugate_gradient(
     residual (the solution is exact; a further step would divide 0 by 0).
     The only exceptions to "after each iteration": ``b = 0`` exactly returns
     ``x = 0`` at once, and an exactly zero :math:`r_0` (``x0`` solves the
-    system) returns a copy of ``x0`` at once; both with ``n_iter = 0`` and
+    system) returns a copy of ``x0`` at once, as does any :math:`r_0` that meets
+    the rule when ``check_initial`` is set; all with ``n_iter = 0`` and
     ``converged = True``.  Otherwise the loop ends after ``max_iter``
     iterations with ``converged = False``.  There are no other tolerances.
 
@@ -193,9 +203,9 @@ def conjugate_gradient(
 
     if not math.isfinite(rr):
         return result(False, True)
-    if rr == 0.0:
-        return result(True, False)
     threshold = max(rtol * b_norm, atol)
+    if rr == 0.0 or (check_initial and _meets_tolerance(rr, threshold, squared_residual_tol)):
+        return result(True, False)
 
     for _ in range(max_iter):
         Ap = matvec(p)
@@ -218,6 +228,6 @@ def conjugate_gradient(
             iterates.append(x)
         if callback is not None:
             callback(x)
-        if residual_norms[-1] <= threshold or (squared_residual_tol is not None and rr < squared_residual_tol):
+        if _meets_tolerance(rr, threshold, squared_residual_tol):
             return result(True, False)
     return result(False, False)

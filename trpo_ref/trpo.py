@@ -113,6 +113,10 @@ class TRPOConfig:
     """Stop CG early when rᵀr < this (squared residual, strict), as OpenAI baselines,
     modular_rl, SB3-contrib and garage do; ``None``: always run ``cg_iters`` (Spinning Up)."""
 
+    cg_check_initial: bool = False
+    """Apply the CG stopping rule to r₀ = g − (F+λI)x₀ before iterating (SB3-contrib), so a
+    random start that already meets it is returned as is."""
+
     cg_rtol: float = 0.0
     """Relative CG tolerance on ‖r‖ (SciPy style); 0 disables it."""
 
@@ -286,7 +290,7 @@ class TRPOConfig:
 PRESETS: dict[str, dict] = {
     "paper": dict(),
     "sb3-contrib": dict(
-        cg_iters=15, cg_x0="random", cg_x0_scale=1e-4, backtrack_coeff=0.8, kl_strict=True,
+        cg_iters=15, cg_x0="random", cg_x0_scale=1e-4, cg_check_initial=True, backtrack_coeff=0.8, kl_strict=True,
         check_finite=False, kl_direction="new_old", kl_action_reduction="mean",
         normalize_adv=True, adv_std_ddof=1, adv_eps=1e-8,
     ),
@@ -582,7 +586,7 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
         x0 = backend.from_numpy(backend.to_numpy(x0), xp, dev, theta.dtype)
     cg = conjugate_gradient(damped_fvp, g, max_iter=config.cg_iters, rtol=config.cg_rtol, atol=config.cg_atol,
                             squared_residual_tol=config.cg_residual_tol, x0=x0, keep_iterates=True,
-                            alpha_eps=config.cg_alpha_eps)
+                            alpha_eps=config.cg_alpha_eps, check_initial=config.cg_check_initial)
     x = cg.x
     fx = damped_fvp(x)  # (F + λI)x: the curvature along x for β
     xFx = backend.to_float(xp.sum(x * fx))
