@@ -278,3 +278,14 @@ def test_td_residuals__validates_inputs(xb):
         td_residuals(xb.asarray(REW), xb.asarray(VAL), xb.asarray(np.full((3, 2), math.nan)), _flags(xb, TERM), 0.9)
     with pytest.raises(ValueError, match="gamma"):
         td_residuals(xb.asarray(REW), xb.asarray(VAL), xb.asarray(NEXT_VAL), _flags(xb, TERM), -0.5)
+
+
+def test_gae__numpy_scalar_gamma_keeps_float32():
+    import numpy as np
+
+    from trpo_ref.advantages import gae as _gae
+
+    f = np.ones((3, 2), dtype=np.float32)
+    flags = np.zeros((3, 2), dtype=bool)
+    adv, ret = _gae(f, f, f, flags, flags, np.float64(0.99), np.float64(0.95))
+    assert adv.dtype == np.float32 and ret.dtype == np.float32

@@ -214,3 +214,11 @@ def test_sample_with_log_prob__equals_log_prob_of_the_draw(xb):
     act, logp = Categorical.sample_with_log_prob(z, np.random.default_rng(2))
     np.testing.assert_array_equal(_np(logp), _np(Categorical.log_prob(z, act)))
     np.testing.assert_array_equal(_np(act), _np(Categorical.sample(z, np.random.default_rng(2))))
+
+
+def test_categorical__narrow_integer_actions_do_not_wrap():
+    # uint8 actions with K = 300 categories: arange(300) in uint8 would wrap to 0..255, 0..43.
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((4, 300))
+    act = np.array([1, 2, 250, 5], dtype=np.uint8)
+    np.testing.assert_array_equal(Categorical.log_prob(z, act), Categorical.log_prob(z, act.astype(np.int64)))

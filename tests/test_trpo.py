@@ -298,3 +298,43 @@ def test_config_fields__each_has_a_docstring():
     for f in fields(TRPOConfig):
         after = src.split(f"\n    {f.name}:", 1)[1].split("\n", 2)[1]
         assert after.strip().startswith('"""'), f.name
+
+
+# --------------------------------------------- regressions found in review
+@pytest.mark.parametrize("value", [0.1, 0.7, 2.7])  # values whose mean leaves a residue in both dtypes
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normalize_advantages__constant_but_inexact_values_are_a_zero_spread(value, dtype):
+    # mean(0.1, ..., 0.1) leaves rounding residue c; a std test alone would give c/|c| = ±1.
+    adv = np.full(1000, value, dtype=dtype)
+    assert np.any(adv - adv.mean() != 0)  # the residue exists: the test has power
+    out, zero = normalize_advantages(adv, ddof=1, eps=1e-8)
+    assert zero and not np.any(out) and out.dtype == dtype
+
+
+def test_nonfinite_gradient__clear_error_naming_logp_old():
+    pi, theta, b, _ = make_case("gaussian", 15)
+    logp = b.logp_old.copy()
+    logp[3] -= 1000.0  # a stale log-probability: ratio e^1000 overflows
+    with pytest.raises(ValueError, match="logp_old"):
+        trpo_step(pi, theta, Batch(b.obs, b.act, b.adv, logp))
+
+
+def test_numpy_scalar_hyperparameters__keep_a_float32_update_float32():
+    pi, theta, b, _ = make_case("gaussian", 16)
+    f32 = lambda a: a.astype(np.float32)  # noqa: E731
+    batch = Batch(f32(b.obs), f32(b.act), f32(b.adv), f32(b.logp_old))
+    cfg = TRPOConfig(max_kl=np.float64(0.01), cg_damping=np.float64(0.1), backtrack_coeff=np.float64(0.8))
+    assert type(cfg.max_kl) is float and type(cfg.backtrack_coeff) is float
+    theta_new, info = trpo_step(pi, f32(theta), batch, cfg)
+    assert theta_new.dtype == np.float32 and info.step_dir.dtype == np.float32 and info.g.dtype == np.float32
+
+
+@pytest.mark.parametrize("field, value", [
+    ("cg_iters", 10.0), ("backtrack_iters", True), ("fisher_stride", 5.0), ("sub_sampling_factor", 2.0),
+    ("step_size_eps", -1.0), ("cg_damping", float("inf")), ("kl_bound_factor", float("inf")),
+    ("cg_residual_tol", -1.0), ("cg_rtol", -1.0), ("improve_ratio", float("nan")), ("seed", -1),
+    ("adv_eps", float("inf")), ("entropy_coef", float("nan")), ("fisher_fraction", 1.5),
+])
+def test_bad_config__more_fields_named(field, value):
+    with pytest.raises(ValueError, match=f"TRPOConfig.{field}"):
+        TRPOConfig(**{field: value})

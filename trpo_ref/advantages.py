@@ -37,9 +37,11 @@ __all__ = ["td_residuals", "gae", "discounted_returns"]
 
 
 # ------------------------------------------------------------------ checks
-def _check_unit_interval(value: float, name: str) -> None:
+def _check_unit_interval(value: float, name: str) -> float:
+    """``value`` as a Python float (a NumPy scalar would promote float32 arrays to float64)."""
     if not (isinstance(value, numbers.Real) and 0.0 <= value <= 1.0):
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 def _check_shapes(arrays: dict[str, Any]) -> tuple[int, int]:
@@ -117,7 +119,7 @@ def td_residuals(rew_te, val_te, next_val_te, terminated_te, gamma: float):
         Shapes not all (T, E), NaN/inf values, flags not 0/1, gamma outside [0, 1].
     """
     xp = backend.namespace(rew_te, val_te, next_val_te, terminated_te)
-    _check_unit_interval(gamma, "gamma")
+    gamma = _check_unit_interval(gamma, "gamma")
     floats = {"rew_te": rew_te, "val_te": val_te, "next_val_te": next_val_te}
     flags = {"terminated_te": terminated_te}
     _check_shapes({**floats, **flags})
@@ -185,8 +187,8 @@ def gae(rew_te, val_te, next_val_te, terminated_te, truncated_te, gamma: float, 
     recursion, so no advantage leaks across an episode boundary.
     """
     xp = backend.namespace(rew_te, val_te, next_val_te, terminated_te, truncated_te)
-    _check_unit_interval(gamma, "gamma")
-    _check_unit_interval(gae_lambda, "gae_lambda")
+    gamma = _check_unit_interval(gamma, "gamma")
+    gae_lambda = _check_unit_interval(gae_lambda, "gae_lambda")
     floats = {"rew_te": rew_te, "val_te": val_te, "next_val_te": next_val_te}
     flags = {"terminated_te": terminated_te, "truncated_te": truncated_te}
     n_steps, _ = _check_shapes({**floats, **flags})
@@ -237,7 +239,7 @@ def discounted_returns(rew_te, terminated_te, truncated_te, gamma: float, bootst
     the discounted return with :math:`V(s_{t+1})` added at every cut.
     """
     xp = backend.namespace(rew_te, terminated_te, truncated_te, bootstrap_e)
-    _check_unit_interval(gamma, "gamma")
+    gamma = _check_unit_interval(gamma, "gamma")
     flags = {"terminated_te": terminated_te, "truncated_te": truncated_te}
     n_steps, n_envs = _check_shapes({"rew_te": rew_te, **flags})
     floats = {"rew_te": rew_te}

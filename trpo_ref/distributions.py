@@ -328,8 +328,9 @@ class Categorical:
             1 at ``(n, act_n[n])``, 0 elsewhere.
         """
         xp = backend.namespace(act_n)
-        ks = xp.arange(n_categories, dtype=act_n.dtype, device=backend.device_of(act_n))
-        return xp.astype(act_n[:, None] == ks[None, :], dtype)
+        # int64 for the comparison: a narrow action dtype (uint8) would wrap arange(K)
+        ks = xp.arange(n_categories, dtype=xp.int64, device=backend.device_of(act_n))
+        return xp.astype(xp.astype(act_n, xp.int64)[:, None] == ks[None, :], dtype)
 
     @classmethod
     def log_prob(cls, logits_nk, act_n):

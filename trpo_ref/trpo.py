@@ -28,6 +28,7 @@ Kakade, "A Natural Policy Gradient", NIPS 2001.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, NamedTuple
 
@@ -204,44 +205,62 @@ class TRPOConfig:
         def bad(name, why):
             raise ValueError(f"TRPOConfig.{name} {why}, got {getattr(self, name)!r}")
 
-        if self.method not in ("trpo", "npg", "vpg"):
-            bad("method", "must be 'trpo', 'npg' or 'vpg'")
-        if not (self.max_kl > 0 and math.isfinite(self.max_kl)):
-            bad("max_kl", "must be a finite number > 0")
-        if int(self.cg_iters) != self.cg_iters or self.cg_iters < 1:
-            bad("cg_iters", "must be an integer >= 1")
-        if not (self.cg_alpha_eps >= 0 and math.isfinite(self.cg_alpha_eps)):
-            bad("cg_alpha_eps", "must be finite and >= 0")
-        if not self.cg_damping >= 0:
-            bad("cg_damping", "must be >= 0")
-        if not 0 < self.backtrack_coeff < 1:
+        def real(name, lo=None, lo_open=False, hi=None, optional=False):
+            """Check a real field (finite, bounds) and store it as a Python float, so that
+            a NumPy scalar cannot promote a float32 update to float64."""
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                bad(name, "must be a finite number" + (" or None" if optional else ""))
+            if lo is not None and (v <= lo if lo_open else v < lo):
+                bad(name, f"must be {'>' if lo_open else '>='} {lo}")
+            if hi is not None and v > hi:
+                bad(name, f"must be <= {hi}")
+            object.__setattr__(self, name, float(v))
+
+        def integer(name, lo, optional=False):
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
+                bad(name, f"must be an integer >= {lo}" + (" or None" if optional else ""))
+            object.__setattr__(self, name, int(v))
+
+        def choice(name, options):
+            if getattr(self, name) not in options:
+                bad(name, "must be one of " + ", ".join(repr(o) for o in options))
+
+        choice("method", ("trpo", "npg", "vpg"))
+        real("max_kl", 0, lo_open=True)
+        integer("cg_iters", 1)
+        real("cg_damping", 0)
+        real("cg_residual_tol", 0, optional=True)
+        real("cg_rtol", 0)
+        real("cg_atol", 0)
+        real("cg_alpha_eps", 0)
+        choice("cg_x0", ("zero", "random"))
+        real("cg_x0_scale", 0)
+        real("backtrack_coeff", 0, lo_open=True)
+        if not self.backtrack_coeff < 1:
             bad("backtrack_coeff", "must lie in (0, 1)")
-        if int(self.backtrack_iters) != self.backtrack_iters or self.backtrack_iters < 1:
-            bad("backtrack_iters", "must be an integer >= 1")
-        if self.kl_bound_factor is not None and not self.kl_bound_factor > 0:
-            bad("kl_bound_factor", "must be > 0 or None")
-        if self.require_improvement not in ("strict", "nonstrict", "none"):
-            bad("require_improvement", "must be 'strict', 'nonstrict' or 'none'")
-        for name in ("kl_direction", "kl_direction_categorical"):
-            if getattr(self, name) not in ("old_new", "new_old") and not (name.endswith("categorical") and getattr(self, name) is None):
-                bad(name, "must be 'old_new' or 'new_old'")
-        if self.kl_action_reduction not in ("sum", "mean"):
-            bad("kl_action_reduction", "must be 'sum' or 'mean'")
-        if self.cg_x0 not in ("zero", "random"):
-            bad("cg_x0", "must be 'zero' or 'random'")
-        for name in ("fisher_stride", "sub_sampling_factor"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                bad(name, "must be an integer >= 1")
-        if not 0 < self.fisher_fraction <= 1:
-            bad("fisher_fraction", "must lie in (0, 1]")
-        if self.adv_std_ddof not in (0, 1):
-            bad("adv_std_ddof", "must be 0 or 1")
-        if not self.adv_eps >= 0:
-            bad("adv_eps", "must be >= 0")
-        if self.adv_eps_mode not in ("std_plus_eps", "sqrt_var_plus_eps", "var_plus_eps"):
-            bad("adv_eps_mode", "must be 'std_plus_eps', 'sqrt_var_plus_eps' or 'var_plus_eps'")
-        if not self.step_size > 0:
-            bad("step_size", "must be > 0")
+        integer("backtrack_iters", 1)
+        real("kl_bound_factor", 0, lo_open=True, optional=True)
+        choice("require_improvement", ("strict", "nonstrict", "none"))
+        real("improve_ratio", optional=True)
+        choice("kl_direction", ("old_new", "new_old"))
+        choice("kl_direction_categorical", ("old_new", "new_old", None))
+        choice("kl_action_reduction", ("sum", "mean"))
+        integer("fisher_stride", 1)
+        real("fisher_fraction", 0, lo_open=True, hi=1)
+        integer("sub_sampling_factor", 1)
+        choice("adv_std_ddof", (0, 1))
+        real("adv_eps", 0)
+        choice("adv_eps_mode", ("std_plus_eps", "sqrt_var_plus_eps", "var_plus_eps"))
+        real("entropy_coef")
+        real("step_size_eps", 0)
+        real("step_size", 0, lo_open=True)
+        integer("seed", 0, optional=True)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TRPOConfig":
@@ -393,9 +412,11 @@ def normalize_advantages(adv_n, *, ddof: int = 0, eps: float = 0.0, mode: str = 
     (``mode="sqrt_var_plus_eps"``: divide by :math:`\sqrt{s^2 + \epsilon}`;
     ``"var_plus_eps"``: by :math:`s^2 + \epsilon`, as garage does.)
 
-    A zero spread with ε = 0 would divide by zero: the advantages are then
-    centred only (all zeros) and the flag is returned True.  N = 1 with ddof = 1
-    is a zero spread too.
+    A zero spread — all advantages equal, tested exactly, or N − ddof ≤ 0 — is
+    returned as zeros with the flag True.  (Computing the std of equal values in
+    floating point leaves the rounding residue of the mean, so a library that
+    only tests ``std == 0`` turns constant advantages into ±1 everywhere; here
+    they carry no signal and give g = 0.)
 
     Parameters
     ----------
@@ -413,9 +434,9 @@ def normalize_advantages(adv_n, *, ddof: int = 0, eps: float = 0.0, mode: str = 
     """
     xp = backend.namespace(adv_n)
     n = adv_n.shape[0]
+    if n - ddof <= 0 or bool(xp.all(adv_n == adv_n[0])):
+        return xp.zeros_like(adv_n), True
     centred = adv_n - xp.mean(adv_n)
-    if n - ddof <= 0:
-        return centred, True
     var = xp.sum(centred * centred) / (n - ddof)
     if mode == "std_plus_eps":
         denom = xp.sqrt(var) + eps
@@ -425,8 +446,8 @@ def normalize_advantages(adv_n, *, ddof: int = 0, eps: float = 0.0, mode: str = 
         denom = var + eps
     else:
         raise ValueError(f"mode must be 'std_plus_eps', 'sqrt_var_plus_eps' or 'var_plus_eps', got {mode!r}")
-    if backend.to_float(denom) == 0.0:
-        return centred, True
+    if backend.to_float(denom) == 0.0:  # spread underflowed to 0 (e.g. subnormal differences)
+        return xp.zeros_like(adv_n), True
     return centred / denom, False
 
 
@@ -553,6 +574,9 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
         )
 
     g_host = backend.to_numpy(g)
+    if not (math.isfinite(surrogate_before) and np.all(np.isfinite(g_host))):
+        raise ValueError("the surrogate or its gradient is not finite at theta_old: check batch.logp_old "
+                         "(log-probabilities of the batch's actions under theta_old) and batch.adv")
     if config.skip_if_zero_grad and np.allclose(g_host, 0):
         return finish("skipped", theta)
     if config.method == "vpg":
