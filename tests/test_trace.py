@@ -580,3 +580,52 @@ def test_zip_members_are_plain_npy(good_file):
     with zipfile.ZipFile(good_file) as z:
         assert all(n.endswith(".npy") for n in z.namelist())
         assert "meta_json.npy" in z.namelist()
+
+
+# ------------------------------------------------------------- review regressions
+def test_compare__ls_expected_improvement_ratio_and_surrogate_change_are_compared_in_order():
+    tr = trace_of("modular_rl")  # its line search uses the ratio test
+    names = [r.name for r in compare_traces(tr, tr).rows]
+    order = ["ls[0].improvement", "ls[0].expected_improvement", "ls[0].ratio", "ls[0].decision",
+             "surrogate_after", "surrogate_change", "status"]
+    assert [names.index(n) for n in order] == sorted(names.index(n) for n in order)
+    for key, row in (("ls_ratio", "ls[0].ratio"), ("ls_expected_improvement", "ls[0].expected_improvement")):
+        bad = tr[key].copy()
+        bad[0] *= 1.01
+        report = compare_traces(tr, tr.with_arrays(**{key: bad}))
+        assert not report.ok and report.first_failure.name == row
+    report = compare_traces(tr, tr.with_arrays(surrogate_change=np.array(float(tr["surrogate_change"]) + 0.1)))
+    assert not report.ok and report.first_failure.name == "surrogate_change"
+
+
+def test_compare__ls_ratio_nan_in_both_agrees():
+    tr = trace_of("modular_rl")
+    ratio = tr["ls_ratio"].copy()
+    ratio[0] = np.nan
+    t2 = tr.with_arrays(ls_ratio=ratio)
+    assert compare_traces(t2, t2).ok
+    assert compare_traces(tr, t2).first_failure.name == "ls[0].ratio"
+
+
+def test_cli_check__corrupted_modular_rl_ratio_exits_1(tmp_path, capsys):
+    tr = trace_of("modular_rl")
+    path = tr.with_arrays(ls_ratio=tr["ls_ratio"] + 0.5).save(tmp_path / "c.npz")
+    rc, text, _ = run_cli(["check", path, "--failures-only"], capsys)
+    assert rc == 1 and "first: ls[0].ratio" in text.splitlines()[-1]
+
+
+def test_cli_trace__output_is_a_directory_or_in_a_missing_one(tmp_path, capsys):
+    for out, needle in ((tmp_path, "is a directory"), (tmp_path / "no" / "t.npz", "does not exist")):
+        rc, _, err = run_cli(["trace", "--preset", "paper", "--policy", "gaussian", "-o", out], capsys)
+        assert rc == 2 and needle in err and str(out) in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["trace", "--preset", "paper"], ["check"], ["check", "x.npz", "--rtol", "big"],
+                                  ["trace", "--preset", "nope", "-o", "x.npz"]])
+def test_cli_trace_check__usage_errors_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"trpo-ref {argv[0]}: error:"), err

@@ -131,3 +131,63 @@ def test_build_configs__layers_and_unknown_key():
         build_configs("CartPole-v1", "sb3-contrib", {"no_such_field": 1})
     with pytest.raises(ValueError, match="n_envs"):
         build_configs("CartPole-v1", "sb3-contrib", {"n_envs": 0})
+
+
+# ------------------------------------------------------------- review regressions
+def test_resume__extension_is_recorded_in_config_json(tmp_path):
+    cfg, tc = _cfg("CartPole-v1", n_envs=1, n_steps=64, total_steps=128)
+    train(cfg, tc, tmp_path, quiet=True, plot=False)
+    longer = TrainConfig.from_dict({**cfg.to_dict(), "total_steps": 256})
+    train(longer, tc, tmp_path, resume=True, quiet=True, plot=False)
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["total_steps"] == 256
+    # nothing left to do: the returned row still holds the run's totals
+    res = train(longer, tc, tmp_path, resume=True, quiet=True, plot=False)
+    assert (res["iteration"], res["total_steps"]) == (4, 256)
+
+
+def test_progress__undefined_explained_variance_is_an_empty_cell(tmp_path, monkeypatch):
+    import trpo_ref.train as train_mod
+
+    monkeypatch.setattr(train_mod, "explained_variance", lambda *a: float("nan"))
+    cfg, tc = _cfg("CartPole-v1", n_envs=1, n_steps=64, total_steps=64)
+    train(cfg, tc, tmp_path, quiet=True, plot=False)
+    assert read_progress(tmp_path / "progress.csv")[0]["explained_variance"] == ""
+
+
+def test_truncate__rewrites_through_a_temporary_file_and_os_replace(tmp_path, monkeypatch):
+    from trpo_ref.train import _truncate_episodes, _truncate_progress
+
+    p, e = tmp_path / "progress.csv", tmp_path / "episodes.csv"
+    p.write_text("iteration,x\n1,a\n2,b\n")
+    e.write_text("iteration,total_steps,return,length\n1,64,1.0,3\n2,128,2.0,4\n3,19")
+    replaced, real = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append(Path(b)), real(a, b)))
+    _truncate_progress(p, 1)
+    _truncate_episodes(e, 1)
+    assert replaced == [p, e]  # a kill mid-write leaves the old file, never a half-written one
+    assert p.read_text() == "iteration,x\n1,a\n"
+    assert e.read_text() == "iteration,total_steps,return,length\n1,64,1.0,3\n"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_train__failed_setup_leaves_no_directory(tmp_path, monkeypatch):
+    import trpo_ref.train as train_mod
+
+    def boom(*a, **k):
+        raise RuntimeError("env failed")
+
+    monkeypatch.setattr(train_mod, "VectorRollout", boom)
+    cfg, tc = _cfg("CartPole-v1", n_envs=1, n_steps=64, total_steps=64)
+    with pytest.raises(RuntimeError):
+        train(cfg, tc, tmp_path / "run", quiet=True, plot=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"gamma": "x"}, "gamma"), ({"hidden_sizes": 5}, "hidden_sizes"), ({"train": [1]}, "'train'"),
+    ({"trpo": {"bogus": 1}}, "bogus"), ({"vf_hidden_sizes": [0]}, "vf_hidden_sizes"),
+    ({"normalize_reward": 1}, "normalize_reward"), ({"device": 3}, "device"),
+])
+def test_build_configs__wrong_types_are_valueerrors_naming_the_field(kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        build_configs("CartPole-v1", "sb3-contrib", kw)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["main", "build_parser", "CLIError"]
+__all__ = ["main", "build_parser", "CLIError", "one_line_errors"]
 
 
 class CLIError(Exception):
@@ -19,6 +19,16 @@ class CLIError(Exception):
     def __init__(self, message: str, code: int = 2):
         super().__init__(message)
         self.code = code
+
+
+def one_line_errors(parser: argparse.ArgumentParser, name: str) -> None:
+    """Make ``parser`` report argument errors as one line (no usage block), exit status 2."""
+
+    def error(message):
+        print(f"trpo-ref {name}: error: {message} (see 'trpo-ref {name} --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as exc:
         print(f"trpo-ref {args.command}: error: {exc}", file=sys.stderr)
         return exc.code
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    except OSError as exc:
+        # e.g. a file where a directory should be: name the path, no traceback
+        if exc.strerror and exc.filename is not None:
+            msg = f"{exc.filename}: {exc.strerror}"
+            if getattr(exc, "filename2", None) is not None:
+                msg += f" (and {exc.filename2})"
+        else:
+            msg = str(exc)
+        print(f"trpo-ref {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError) as exc:
+        msg = f"missing entry {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else exc
         print(f"trpo-ref {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -744,8 +744,9 @@ def compare_traces(reference: Trace, candidate: Trace, rtol: float = DEFAULT_RTO
     Rows come in the order the update computes things: inputs, log-probs at
     θ_old, advantages used, surrogate, g, then CG (each Fisher product
     interleaved with the iterate it produces), x, (F+λI)x, xᵀ(F+λI)x, β, the
-    full step, each line-search try (fraction, KL, improvement, decisions),
-    the accepted index, θ_new, the final KL and surrogate, the status.  An
+    full step, each line-search try (fraction, KL, improvement, expected
+    improvement, ratio, decisions), the accepted index, θ_new, the final KL,
+    surrogate and surrogate change, the status.  An
     output the candidate did not record is ``skipped``; an item present in one
     trace and not the other (e.g. an extra CG iteration) fails.
 
@@ -863,6 +864,8 @@ def compare_traces(reference: Trace, candidate: Trace, rtol: float = DEFAULT_RTO
         add_item(f"ls[{j}].fraction", f"fraction α^{j} of try {j}", "ls_fraction", j)
         add_item(f"ls[{j}].kl", f"KL of try {j}", "ls_kl", j)
         add_item(f"ls[{j}].improvement", f"L(θ_{j}) − L(θ_old) of try {j}", "ls_improvement", j)
+        add_item(f"ls[{j}].expected_improvement", f"α^{j} βgᵀx of try {j}", "ls_expected_improvement", j)
+        add_item(f"ls[{j}].ratio", f"improvement / expected improvement of try {j}", "ls_ratio", j)
         r_dec = [item(R, k, j) for k in _LS_BOOL]
         c_dec = [item(C, k, j) for k in _LS_BOOL]
         if all(v is None for v in c_dec) and not any(k in C for k in _LS_BOOL):
@@ -879,6 +882,7 @@ def compare_traces(reference: Trace, candidate: Trace, rtol: float = DEFAULT_RTO
     key("theta_new", "theta_new", OUTPUT_KEYS["theta_new"], locate_p)
     key("kl", "kl", OUTPUT_KEYS["kl"])
     key("surrogate_after", "surrogate_after", OUTPUT_KEYS["surrogate_after"])
+    key("surrogate_change", "surrogate_change", OUTPUT_KEYS["surrogate_change"])
     r_status, c_status = reference.status, candidate.status
     add_exact("status", "outcome of the update", None if r_status is None else np.array(r_status),
               None if c_status is None else np.array(c_status))

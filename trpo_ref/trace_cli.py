@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from .cli import CLIError
+from .cli import CLIError, one_line_errors
 
 __all__ = ["register_cli", "cmd_trace", "cmd_check"]
 
@@ -41,6 +42,7 @@ def register_cli(subparsers) -> None:
         description="Run one trpo_ref update and write its inputs and every intermediate to a .npz trace. "
                     "Either a seeded synthetic case (--policy, --seed) or your own weights and batch "
                     "(--weights, --batch). See docs/oracle.md.")
+    one_line_errors(p, "trace")
     p.add_argument("--preset", required=True, choices=sorted(PRESETS), help="library whose update to replay")
     p.add_argument("-o", "--output", required=True, help="trace file to write (.npz)")
     syn = p.add_argument_group("synthetic case")
@@ -64,6 +66,7 @@ def register_cli(subparsers) -> None:
         description="Recompute the update from the trace's inputs and compare every recorded quantity, in the "
                     "order the algorithm computes them. Exit 0: all agree; 1: a quantity is out of tolerance; "
                     "2: unusable file.")
+    one_line_errors(c, "check")
     c.add_argument("file", help="trace file (.npz)")
     c.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
     c.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
@@ -90,6 +93,11 @@ def cmd_trace(args) -> int:
     from .trace import compute_trace, synthetic_case
     from .trpo import TRPOConfig
 
+    out = Path(args.output)
+    if out.is_dir():
+        raise CLIError(f"-o {args.output} is a directory: give a file name such as {out / 'trace.npz'}")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise CLIError(f"-o {args.output}: directory {out.parent} does not exist")
     own = args.weights is not None or args.batch is not None
     if own and args.policy is not None:
         raise CLIError("give either --policy (synthetic case) or --weights and --batch, not both")

@@ -47,7 +47,7 @@ from .rollout import VectorRollout
 from .trpo import Batch, TRPOConfig, trpo_step
 from .value import Adam, ValueFunction, explained_variance, fit_adam, fit_lbfgs
 
-__all__ = ["TrainConfig", "train", "build_configs", "load_policy", "evaluate", "PROGRESS_COLUMNS",
+__all__ = ["TrainConfig", "train", "build_configs", "load_policy", "evaluate", "PROGRESS_COLUMNS", "read_run_config",
            "WALL_CLOCK_COLUMNS", "EPISODE_COLUMNS", "read_progress", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
@@ -138,6 +138,25 @@ class TrainConfig:
         def bad(name, why):
             raise ValueError(f"{name} {why}, got {getattr(self, name)!r}")
 
+        def is_real(v):
+            return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
+
+        for name in ("env_id", "vectorization", "activation", "critic", "device", "dtype"):
+            if not isinstance(getattr(self, name), str):
+                bad(name, "must be a string")
+        for name in ("gamma", "gae_lambda", "log_std_init", "critic_lr", "critic_l2", "obs_clip", "reward_clip"):
+            if not is_real(getattr(self, name)):
+                bad(name, "must be a number")
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("normalize_obs", "normalize_reward"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                bad(name, "must be true or false")
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        for name in ("hidden_sizes", "vf_hidden_sizes"):
+            v = getattr(self, name)
+            if not (isinstance(v, (list, tuple)) and all(
+                    not isinstance(h, bool) and isinstance(h, (int, np.integer)) and h >= 1 for h in v)):
+                bad(name, "must be a list of integers >= 1")
         for name in ("total_steps", "n_envs", "n_steps", "critic_epochs", "critic_batch_size",
                      "critic_lbfgs_iters", "checkpoint_every"):
             v = getattr(self, name)
@@ -206,7 +225,7 @@ class TrainConfig:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
         d = dict(d)
         for k in ("hidden_sizes", "vf_hidden_sizes"):
-            if k in d:
+            if isinstance(d.get(k), list):
                 d[k] = tuple(d[k])
         return cls(**d)
 
@@ -221,8 +240,11 @@ def build_configs(env_id: str, preset: str = "sb3-contrib", overrides: dict | No
     train_kw = {"env_id": env_id, **table["train"]}
     trpo_kw = dict(table["trpo"])
     overrides = dict(overrides or {})
-    nested_train = overrides.pop("train", {}) or {}
-    nested_trpo = overrides.pop("trpo", {}) or {}
+    nested_train = overrides.pop("train", None) or {}
+    nested_trpo = overrides.pop("trpo", None) or {}
+    for name, nested in (("train", nested_train), ("trpo", nested_trpo)):
+        if not isinstance(nested, dict):
+            raise ValueError(f"config entry {name!r} must be an object of fields, got {nested!r}")
     train_names = {f.name for f in fields(TrainConfig)}
     trpo_names = {f.name for f in fields(TRPOConfig)}
     for k, v in overrides.items():
@@ -237,13 +259,17 @@ def build_configs(env_id: str, preset: str = "sb3-contrib", overrides: dict | No
     bad = set(nested_train) - train_names
     if bad:
         raise ValueError(f"unknown TrainConfig fields {sorted(bad)}")
+    bad = set(nested_trpo) - trpo_names
+    if bad:
+        raise ValueError(f"unknown TRPOConfig fields {sorted(bad)}")
     cfg = TrainConfig.from_dict(train_kw)
     return cfg, TRPOConfig.preset(preset, **trpo_kw)
 
 
 # --------------------------------------------------------------------------- logging
-#: progress.csv columns, in order.  Episode statistics cover episodes finished in the iteration
-#: (empty when none finished).
+#: progress.csv columns, in order.  Every cell is a finite number, the step status, or empty:
+#: episode statistics are empty when no episode finished in the iteration, ``cg_residual`` when
+#: CG did not run, ``explained_variance`` when it is undefined (the returns have zero variance).
 PROGRESS_COLUMNS = (
     "iteration", "total_steps", "wall_s",
     "ep_return_mean", "ep_return_std", "ep_return_min", "ep_return_max",
@@ -286,8 +312,7 @@ def _truncate_episodes(path: Path, n_iterations: int) -> None:
         lines = f.read().splitlines(keepends=True)
     # a line cut by a kill has no newline: drop it
     keep = lines[:1] + [ln for ln in lines[1:] if ln.endswith("\n") and int(ln.split(",", 1)[0]) <= n_iterations]
-    with open(path, "w", newline="") as f:
-        f.writelines(keep)
+    _atomic_write_text(path, "".join(keep))
 
 
 def _truncate_progress(path: Path, n_rows: int) -> None:
@@ -297,8 +322,7 @@ def _truncate_progress(path: Path, n_rows: int) -> None:
     lines = lines[: 1 + n_rows]
     if len(lines) != 1 + n_rows or not all(ln.endswith("\n") for ln in lines):
         raise ValueError(f"{path} has fewer complete rows than the checkpoint's {n_rows} iterations")
-    with open(path, "w", newline="") as f:
-        f.writelines(lines)
+    _atomic_write_text(path, "".join(lines))
 
 
 # ----------------------------------------------------------------------- checkpoints
@@ -313,12 +337,31 @@ def _atomic_savez(path: Path, arrays: dict) -> None:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file in the same directory, fsync, then ``os.replace``."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    with open(tmp, "w", newline="") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def read_run_config(run_dir) -> dict:
+    """A run's config.json, checked to hold the ``train`` and ``trpo`` entries; errors name the file."""
+    path = Path(run_dir) / "config.json"
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} does not hold a JSON object (not a trpo_ref run config?)")
+    for key in ("train", "trpo"):
+        if not isinstance(doc.get(key), dict):
+            what = "missing entry" if key not in doc else "malformed entry"
+            raise ValueError(f"{path}: {what} {key!r} (not a trpo_ref run config?)")
+    if "env_id" not in doc["train"]:
+        raise ValueError(f"{path}: missing entry 'train.env_id' (not a trpo_ref run config?)")
+    return doc
 
 
 def _json_array(obj) -> np.ndarray:
@@ -491,13 +534,20 @@ def _train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool, qui
     if resume:
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"cannot resume: {ckpt_path} does not exist")
-        saved = json.loads((run_dir / "config.json").read_text())
+        saved = read_run_config(run_dir)
         cfg = dataclasses.replace(TrainConfig.from_dict(saved["train"]), total_steps=cfg.total_steps)
         trpo_cfg = TRPOConfig.from_dict(saved["trpo"])
+        if saved["train"].get("total_steps") != cfg.total_steps:
+            # the run's target changed (extended): record it, so that a later resume without
+            # --total-steps continues towards it
+            saved["train"]["total_steps"] = cfg.total_steps
+            _atomic_write_text(run_dir / "config.json", json.dumps(saved, indent=2) + "\n")
     else:
         if ckpt_path.exists():
             raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ValueError(f"{run_dir} exists and is not a directory")
+        # the directory is made once setup has succeeded (a failed setup leaves nothing behind)
 
     # ---- setup: envs, networks, generators (all seeded from cfg.seed)
     xp, dev = backend.get_namespace(cfg.device)
@@ -517,26 +567,35 @@ def _train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool, qui
 
         if resume:
             z = load_npz(ckpt_path)
-            meta = json.loads(str(z["meta"]))
-            if meta.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{ckpt_path}: unknown checkpoint format {meta.get('format')!r}")
-            theta = backend.from_numpy(z["theta"], xp, dev, dtype)
-            w = backend.from_numpy(z["w"], xp, dev, dtype)
-            if "adam/m" in z:
-                adam = Adam.from_dict({k[5:]: z[k] for k in z if k.startswith("adam/")}, xp=xp, device=dev)
-            act_rng.bit_generator.state = meta["act_rng"]
-            critic_rng.bit_generator.state = meta["critic_rng"]
-            if obs_norm is not None:
-                obs_norm.load_state_dict(z)
-            if rew_scaler is not None:
-                rew_scaler.load_state_dict(z)
-            rollout.load_state_dict(meta["rollout"], z)
-            start_it, total_steps, wall_offset = meta["iteration"], meta["total_steps"], meta["wall_s"]
+            try:
+                meta = json.loads(str(z["meta"]))
+                if not isinstance(meta, dict):
+                    raise ValueError(f"{ckpt_path}: entry 'meta' is not a JSON object (not a trpo_ref checkpoint?)")
+                if meta.get("format") != CHECKPOINT_FORMAT:
+                    raise ValueError(f"{ckpt_path}: unknown checkpoint format {meta.get('format')!r}")
+                theta = backend.from_numpy(z["theta"], xp, dev, dtype)
+                w = backend.from_numpy(z["w"], xp, dev, dtype)
+                if "adam/m" in z:
+                    adam = Adam.from_dict({k[5:]: z[k] for k in z if k.startswith("adam/")}, xp=xp, device=dev)
+                act_rng.bit_generator.state = meta["act_rng"]
+                critic_rng.bit_generator.state = meta["critic_rng"]
+                if obs_norm is not None:
+                    obs_norm.load_state_dict(z)
+                if rew_scaler is not None:
+                    rew_scaler.load_state_dict(z)
+                rollout.load_state_dict(meta["rollout"], z)
+                start_it, total_steps, wall_offset = meta["iteration"], meta["total_steps"], meta["wall_s"]
+            except KeyError as exc:
+                raise ValueError(f"{ckpt_path}: missing entry {exc.args[0] if exc.args else ''!r} "
+                                 "(not a trpo_ref checkpoint?)") from None
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{ckpt_path}: entry 'meta' is not valid JSON ({exc})") from None
             _truncate_progress(progress_path, start_it)
             _truncate_episodes(episodes_path, start_it)
         else:
             config_doc = {"train": cfg.to_dict(), "trpo": trpo_cfg.to_dict(), "policy": policy.spec(),
                           "value": vf.spec(), "env_id": cfg.env_id}
+            run_dir.mkdir(parents=True, exist_ok=True)
             _atomic_write_text(run_dir / "config.json", json.dumps(config_doc, indent=2) + "\n")
             with open(progress_path, "w", newline="") as f:
                 csv.writer(f).writerow(PROGRESS_COLUMNS)
@@ -602,7 +661,7 @@ def _train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool, qui
                 int(info.status in ("accepted", "fixed_step")), info.status,
                 0 if cg is None else int(cg.n_iter),
                 "" if cg is None else float(backend.to_float(cg.residual_norms[-1])),
-                float(fit.loss_before), float(fit.loss_after), float(ev),
+                float(fit.loss_before), float(fit.loss_after), float(ev) if math.isfinite(float(ev)) else "",
                 batch.n_steps / (time.perf_counter() - t_iter),
             ]))
             with open(progress_path, "a", newline="") as f:
@@ -633,6 +692,11 @@ def _train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool, qui
                 _atomic_savez(ckpt_path, arrays)
         if bar is not None:
             bar.close()
+        if not row:  # nothing left to do (the run had reached its target): report where it stands
+            row = {"iteration": start_it, "total_steps": total_steps}
+            last = read_progress(progress_path)[-1:] if start_it else []
+            if last and last[0].get("ep_return_mean"):
+                row["ep_return_mean"] = float(last[0]["ep_return_mean"])
     finally:
         rollout.close()
 
@@ -665,7 +729,13 @@ def evaluate(policy, theta, env_id: str, episodes: int = 10, deterministic: bool
 # ----------------------------------------------------------------------------- plots
 def _curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(total_steps, mean episode return) of the iterations where episodes finished."""
-    rows = read_progress(Path(run_dir) / "progress.csv")
+    path = Path(run_dir) / "progress.csv"
+    rows = read_progress(path)
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), [])
+    for c in ("total_steps", "ep_return_mean"):
+        if c not in header:
+            raise ValueError(f"{path}: missing column {c!r} (not a trpo_ref progress.csv?)")
     pts = [(float(r["total_steps"]), float(r["ep_return_mean"])) for r in rows if r["ep_return_mean"] != ""]
     if not pts:
         return np.zeros(0), np.zeros(0)
@@ -690,7 +760,8 @@ def plot_runs(run_dirs, out_path, title: str | None = None) -> Path:
     groups: dict[str, list] = {}
     for d in run_dirs:
         d = Path(d)
-        env_id = json.loads((d / "config.json").read_text())["env_id"]
+        doc = read_run_config(d)
+        env_id = doc.get("env_id", doc["train"]["env_id"])
         groups.setdefault(env_id, []).append(_curve(d))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     for ax, (env_id, curves) in zip(axes[0], groups.items()):

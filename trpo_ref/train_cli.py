@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import CLIError
+from .cli import CLIError, one_line_errors
 
 __all__ = ["register_cli"]
 
@@ -34,16 +34,6 @@ _positive_int = _int_at_least(1)
 _nonneg_int = _int_at_least(0)
 
 
-def _one_line_errors(parser: argparse.ArgumentParser, name: str) -> None:
-    """Report argument errors as one line (no usage block), exit status 2."""
-
-    def error(message):
-        print(f"trpo-ref {name}: error: {message} (see 'trpo-ref {name} --help')", file=sys.stderr)
-        raise SystemExit(2)
-
-    parser.error = error
-
-
 def register_cli(subparsers) -> None:
     r"""Add the ``train``, ``eval`` and ``plot`` subcommands.
 
@@ -61,7 +51,7 @@ def register_cli(subparsers) -> None:
                     "< options.  Writes config.json, progress.csv, checkpoint.npz, policy.npz and plot.png "
                     "to runs/ENV/RUN-NAME/ (or --out).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _one_line_errors(p, "train")
+    one_line_errors(p, "train")
     p.add_argument("env", metavar="ENV", help="gymnasium environment id, e.g. CartPole-v1, Pendulum-v1, Hopper-v5")
     p.add_argument("--seed", type=_nonneg_int, default=None,
                    help="seed of every random draw of the run (default: 0)")
@@ -69,8 +59,9 @@ def register_cli(subparsers) -> None:
                    help="environment steps to train for, rounded up to whole iterations "
                         "(default: the env's entry in trpo_ref/envs.py, else 100000); with --resume, "
                         "a larger value extends the run")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="sb3-contrib",
-                   help="the TRPO update of this library (see docs/presets.md)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="the TRPO update of this library (see docs/presets.md; default: sb3-contrib, "
+                        "with --resume: the saved run's)")
     p.add_argument("--n-envs", type=_positive_int, default=None,
                    help="environments stepped together (default: the env's entry, else 1)")
     p.add_argument("--n-steps", type=_positive_int, default=None,
@@ -99,7 +90,7 @@ def register_cli(subparsers) -> None:
         "eval", help="run a trained policy for some episodes and print its returns",
         description="Load RUN_DIR/policy.npz and run full episodes on its environment (one env).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _one_line_errors(p, "eval")
+    one_line_errors(p, "eval")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'trpo-ref train'")
     p.add_argument("--episodes", type=_positive_int, default=10, help="number of episodes")
     p.add_argument("--deterministic", action="store_true",
@@ -115,7 +106,7 @@ def register_cli(subparsers) -> None:
                     "stands for the runs inside it (e.g. runs/CartPole-v1).  Needs matplotlib "
                     "(pip install 'trpo-ref[plot]').",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _one_line_errors(p, "plot")
+    one_line_errors(p, "plot")
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories (or directories of runs)")
     p.add_argument("-o", "--output", metavar="FILE", default=None,
                    help="image file to write (default: RUN_DIR/plot.png for one run, else ./plot.png)")
@@ -144,6 +135,52 @@ def _read_config_file(path: str) -> dict:
     if not isinstance(doc, dict):
         raise CLIError(f"--config {path} must hold a JSON object")
     return doc
+
+
+def _check_config_env(doc: dict, path: str | None, env_id: str) -> None:
+    """An ``env_id`` in --config must be the positional ENV (it would silently override it)."""
+    for where, d in (("", doc), ("train.", doc.get("train"))):
+        if isinstance(d, dict) and "env_id" in d and d["env_id"] != env_id:
+            raise CLIError(f"--config {path}: {where}env_id {d['env_id']!r} differs from ENV {env_id!r} "
+                           "(drop it from the file, or train that env)")
+
+
+def _build_configs(build_configs, env_id, preset, overrides, path, file_doc):
+    try:
+        if path:
+            try:  # the file alone first, so that its errors name it
+                build_configs(env_id, preset, file_doc)
+            except ValueError as exc:
+                raise CLIError(f"--config {path}: {exc}") from None
+        return build_configs(env_id, preset, overrides)
+    except TypeError as exc:  # a value of the wrong type that validation did not name
+        where = f"--config {path}" if path else "options"
+        raise CLIError(f"{where}: invalid value: {exc}") from None
+
+
+def _check_resume_configs(args, cfg, trpo_cfg, overrides, doc, run_dir) -> None:
+    """--preset/--config given with --resume must describe the saved run (it is continued with its own).
+
+    With --preset, every TRPOConfig field built from the preset, the env table and --config must
+    equal the saved one; otherwise (and for TrainConfig fields) the fields --config and the options
+    name.  ``total_steps`` may differ.
+    """
+    if args.preset is None and not args.config:
+        return
+    sections = (("train", cfg.to_dict(), doc["train"]), ("trpo", trpo_cfg.to_dict(), doc["trpo"]))
+    named = set(overrides) | set(overrides.get("train") or {}) | set(overrides.get("trpo") or {})
+    for section, built, saved in sections:
+        for k, v in built.items():
+            if k == "total_steps" or (section == "trpo" and k == "seed"):
+                continue
+            if k not in named and not (section == "trpo" and args.preset is not None):
+                continue
+            if k not in saved or saved[k] != v:
+                given = (f"--preset {args.preset}" if args.preset else "") + \
+                        (" with " if args.preset and args.config else "") + \
+                        (f"--config {args.config}" if args.config else "")
+                raise CLIError(f"--resume: {given} gives {section}.{k} = {v!r}, the saved run in {run_dir} has "
+                               f"{saved.get(k, '(none)')!r}")
 
 
 def _run_dir_of(path: str) -> Path:
@@ -176,28 +213,37 @@ def cmd_train(args) -> int:
     int
         Exit status.
     """
-    from .train import build_configs, train
+    from .train import build_configs, read_run_config, train
 
     _check_env_id(args.env)
-    overrides = _read_config_file(args.config) if args.config else {}
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise CLIError(f"--out {args.out} exists and is not a directory")
+    file_doc = _read_config_file(args.config) if args.config else {}
+    _check_config_env(file_doc, args.config, args.env)
+    overrides = dict(file_doc)
     flags = {"seed": args.seed, "total_steps": args.total_steps, "n_envs": args.n_envs, "n_steps": args.n_steps,
              "vectorization": args.vectorization, "device": args.device, "dtype": args.dtype}
     overrides.update({k: v for k, v in flags.items() if v is not None})
-    cfg, trpo_cfg = build_configs(args.env, args.preset, overrides)
+    cfg, trpo_cfg = _build_configs(build_configs, args.env, args.preset or "sb3-contrib", overrides, args.config, file_doc)
 
     if args.resume:
         run_dir = Path(args.out) if args.out else _newest_run(args.env)
         if not (run_dir / "checkpoint.npz").is_file():
             raise CLIError(f"--resume: {run_dir} has no checkpoint.npz to continue from")
-        saved = json.loads((run_dir / "config.json").read_text())["train"]
+        doc = read_run_config(run_dir)
+        saved = doc["train"]
         if saved["env_id"] != args.env:
             raise CLIError(f"--resume: {run_dir} is a run of {saved['env_id']}, not {args.env}")
         for k, v in flags.items():
             if v is not None and k != "total_steps" and saved.get(k) != v:
                 raise CLIError(f"--resume: --{k.replace('_', '-')} {v} differs from the saved run's {saved.get(k)!r}")
+        _check_resume_configs(args, cfg, trpo_cfg, overrides, doc, run_dir)
         if args.total_steps is None:
             import dataclasses
 
+            if "total_steps" not in saved:
+                raise CLIError(f"{run_dir / 'config.json'}: missing entry 'train.total_steps'")
+            # the run's current target (config.json is rewritten when a resume extends it)
             cfg = dataclasses.replace(cfg, total_steps=saved["total_steps"])
     else:
         if args.out:
@@ -285,9 +331,14 @@ def cmd_plot(args) -> int:
     """
     from .train import plot_runs
 
+    from .train import _curve
+
     runs = _expand_runs(args.run_dirs)
     out = Path(args.output) if args.output else (runs[0] / "plot.png" if len(runs) == 1 else Path("plot.png"))
     try:
+        if not any(len(_curve(d)[0]) for d in runs):
+            raise CLIError(f"nothing to plot: no iteration of {', '.join(str(d) for d in runs)} finished an "
+                           "episode (progress.csv has no ep_return_mean)")
         path = plot_runs(runs, out)
     except ImportError as exc:
         raise CLIError(str(exc)) from None
