@@ -49,8 +49,7 @@ def register_cli(subparsers) -> None:
         "train", help="train a policy on a gymnasium environment",
         description="Train a TRPO policy.  Settings: preset < per-env defaults (trpo_ref/envs.py) < --config "
                     "< options.  Writes config.json, progress.csv, checkpoint.npz, policy.npz and plot.png "
-                    "to runs/ENV/RUN-NAME/ (or --out).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "to runs/ENV/RUN-NAME/ (or --out).")
     one_line_errors(p, "train")
     p.add_argument("env", metavar="ENV", help="gymnasium environment id, e.g. CartPole-v1, Pendulum-v1, Hopper-v5")
     p.add_argument("--seed", type=_nonneg_int, default=None,
@@ -104,8 +103,7 @@ def register_cli(subparsers) -> None:
         description="Mean episode return against environment steps; several runs of one env are drawn as "
                     "their mean with a ±1 std band (one panel per env).  A directory without progress.csv "
                     "stands for the runs inside it (e.g. runs/CartPole-v1).  Needs matplotlib "
-                    "(pip install 'trpo-ref[plot]').",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "(pip install 'trpo-ref[plot]').")
     one_line_errors(p, "plot")
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories (or directories of runs)")
     p.add_argument("-o", "--output", metavar="FILE", default=None,
