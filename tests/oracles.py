@@ -194,3 +194,21 @@ def discounted_returns_direct_sum(rew, terminated, truncated, gamma, bootstrap=N
                 total += weight * bootstrap[e]
             ret[t, e] = total
     return ret
+
+
+def relu_kink_margin(mlp, theta, x) -> float:
+    """Smallest |z| over the hidden pre-activations of ``mlp`` at (θ, x) (inf for tanh).
+
+    Central differences of a relu network are only valid when no pre-activation
+    crosses 0 within the step: with h ≈ 1e-5 and |dz/dt| ≲ 1e2 for the cases
+    drawn here, the tests require a margin of 1e-2 (hypothesis ``assume``).
+    """
+    if mlp.activation != "relu":
+        return float("inf")
+    named = mlp.unflatten(np.asarray(theta, dtype=np.float64)[: mlp.num_params])
+    h, margin = np.asarray(x, dtype=np.float64), float("inf")
+    for layer in range(mlp.n_layers - 1):
+        z = h @ named[f"W{layer}"] + named[f"b{layer}"]
+        margin = min(margin, float(np.min(np.abs(z))))
+        h = np.maximum(z, 0.0)
+    return margin
