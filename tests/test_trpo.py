@@ -197,6 +197,8 @@ def test_empty_batch__clear_error():
         Batch(np.zeros((0, 3)), np.zeros((0, 2)), np.zeros(0), np.zeros(0))
     with pytest.raises(ValueError, match="adv"):
         Batch(np.zeros((4, 3)), np.zeros((4, 2)), np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="logp_old"):
+        Batch(np.zeros((4, 3)), np.zeros((4, 2)), np.zeros(4), np.float64(0.0))
 
 
 # ----------------------------------------------------------- NPG and VPG

@@ -66,8 +66,8 @@ class Batch:
             raise ValueError(f"batch is empty or obs is not 2-D (shape {tuple(self.obs.shape)}): need (N, obs_dim) with N >= 1")
         for name in ("act", "adv", "logp_old"):
             arr = getattr(self, name)
-            if arr.shape[0] != n:
-                raise ValueError(f"batch.{name} has {arr.shape[0]} rows but obs has {n}")
+            if len(arr.shape) == 0 or arr.shape[0] != n:
+                raise ValueError(f"batch.{name} has shape {tuple(arr.shape)} but obs has {n} rows")
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])
