@@ -65,6 +65,7 @@ import trpo_ref as tr  # noqa: E402
 from trpo_ref.cg import conjugate_gradient  # noqa: E402
 from trpo_ref.trpo import Batch, TRPOConfig, trpo_step  # noqa: E402
 from trpo_ref.value import ValueFunction, fit_adam  # noqa: E402
+from mdblock import write_marked_block  # noqa: E402  (scripts/ is sys.path[0])
 
 # SB3-contrib's Hopper setup (rl-zoo defaults for TRPO): policy 64x64 tanh, damping 0.1.
 OBS_DIM, ACT_DIM, HIDDEN, DAMPING = 17, 6, (64, 64), 0.1
@@ -722,16 +723,6 @@ def render_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, body: str) -> None:
-    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-    text = path.read_text() if path.exists() else f"# Performance\n\n{begin}\n{end}\n"
-    if begin not in text or end not in text:
-        text = text.rstrip() + f"\n\n{begin}\n{end}\n"
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{begin}\n{body}\n{end}{tail}")
-
-
 def plot(result: dict, path: Path) -> bool:
     try:
         import matplotlib
@@ -814,7 +805,7 @@ def main(argv=None) -> int:
         result["plot"] = os.path.relpath(args.plot, args.md.parent)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str))
-    write_markdown(args.md, render_markdown(result))
+    write_marked_block(args.md, "bench", render_markdown(result), "# Performance")
     print(f"wrote {args.out} and {args.md}")
     return 0
 
