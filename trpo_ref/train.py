@@ -443,55 +443,20 @@ def load_policy(path):
 
 
 # ------------------------------------------------------------------------- threads
-def _openblas_libs():
-    """ctypes handles of the OpenBLAS libraries loaded in this process (Linux: /proc/self/maps)."""
-    import ctypes
-
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and ln.split()[-1].startswith("/")})
-    except OSError:
-        return []
-    out = []
-    for path in paths:
-        lib = ctypes.CDLL(path)
-        for prefix in ("openblas", "scipy_openblas"):
-            for suffix in ("", "64_"):
-                get, set_ = (getattr(lib, f"{prefix}_{op}_num_threads{suffix}", None) for op in ("get", "set"))
-                if get is not None and set_ is not None:
-                    out.append((get, set_))
-    return out
-
-
 @contextlib.contextmanager
 def blas_threads(n: int | None):
-    """Run the block with at most ``n`` BLAS (OpenBLAS) threads, then restore; ``None``: leave them.
+    """Run the block with at most ``n`` BLAS threads (threadpoolctl), then restore; ``None``: leave them.
 
     The networks here are small: on (N = 1024) × 64 products one BLAS thread is
-    faster than several, and many times faster on a busy machine.  Uses
-    threadpoolctl when installed, else the OpenBLAS libraries NumPy and SciPy
-    have loaded (Linux).
+    faster than several, and many times faster on a busy machine.
     """
     if n is None:
         yield
         return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        threadpool_limits = None
-    if threadpool_limits is not None:
-        with threadpool_limits(limits=int(n), user_api="blas"):
-            yield
-        return
-    libs = _openblas_libs()
-    before = [get() for get, _ in libs]
-    for _, set_ in libs:
-        set_(int(n))
-    try:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=int(n), user_api="blas"):
         yield
-    finally:
-        for (_, set_), k in zip(libs, before):
-            set_(k)
 
 
 # ------------------------------------------------------------------------- the loop
