@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from trpo_ref.trace import DEFAULT_ATOL, check_trace, compare_traces, compute_trace, synthetic_case  # noqa: E402
+from trpo_ref.oracle import DEFAULT_ATOL, check_trace, compare_traces, compute_trace, synthetic_case  # noqa: E402
 from trpo_ref.trpo import PRESETS, TRPOConfig  # noqa: E402
 
 GOLDEN_DIR = ROOT / "tests" / "golden"

@@ -34,7 +34,7 @@ def register_cli(subparsers) -> None:
     subparsers : argparse._SubParsersAction
         From ``ArgumentParser.add_subparsers``.
     """
-    from .trace import DEFAULT_ATOL, DEFAULT_RTOL
+    from .oracle import DEFAULT_ATOL, DEFAULT_RTOL, TOLERANCES
     from .trpo import PRESETS
 
     p = subparsers.add_parser(
@@ -63,14 +63,23 @@ def register_cli(subparsers) -> None:
 
     c = subparsers.add_parser(
         "check", help="recompute a trace's update and report where it departs",
-        description="Recompute the update from the trace's inputs and compare every recorded quantity, in the "
-                    "order the algorithm computes them. Exit 0: all agree; 1: a quantity is out of tolerance; "
+        description="Stage-wise (default): recompute every recorded quantity from the candidate's own upstream "
+                    "values, so an error is charged to the stage that made it; a drift section sets the "
+                    "end-to-end distance beside the spread rounding alone gives here. End-to-end: compare with "
+                    "trpo_ref's whole update. Exit 0: all agree; 1: a quantity is out of tolerance; "
                     "2: unusable file.")
     one_line_errors(c, "check")
     c.add_argument("file", help="trace file (.npz)")
-    c.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
-    c.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
-    c.add_argument("--reference", help="compare against this trace file instead of recomputing")
+    c.add_argument("--mode", choices=("stage-wise", "end-to-end"), default="stage-wise",
+                   help="stage-wise (default) or end-to-end comparison")
+    tol = ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items())
+    c.add_argument("--rtol", type=float, default=None,
+                   help=f"relative tolerance (stage-wise default by the trace's dtype: {tol}; "
+                        f"end-to-end default {DEFAULT_RTOL:g})")
+    c.add_argument("--atol", type=float, default=None,
+                   help=f"absolute tolerance, end-to-end only (default {DEFAULT_ATOL:g})")
+    c.add_argument("--no-drift", action="store_true", help="stage-wise: leave out the drift section")
+    c.add_argument("--reference", help="compare end-to-end against this trace file instead of recomputing")
     c.add_argument("--failures-only", action="store_true", help="print only the rows out of tolerance")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=cmd_check)
@@ -90,7 +99,7 @@ def cmd_trace(args) -> int:
         Exit status.
     """
     from . import interop
-    from .trace import compute_trace, synthetic_case
+    from .oracle import compute_trace, synthetic_case
     from .trpo import TRPOConfig
 
     out = Path(args.output)
@@ -139,14 +148,20 @@ def cmd_check(args) -> int:
     """
     import json
 
-    from .trace import check_trace, compare_files
+    from .oracle import DEFAULT_ATOL, DEFAULT_RTOL, check_trace, compare_files
 
-    if not (args.rtol >= 0 and args.atol >= 0):
-        raise CLIError("--rtol and --atol must be >= 0")
+    for name in ("rtol", "atol"):
+        v = getattr(args, name)
+        if v is not None and not (v >= 0 and v != float("inf")):
+            raise CLIError(f"--{name} must be finite and >= 0")
+    if args.atol and args.mode == "stage-wise" and not args.reference:
+        raise CLIError("--atol applies to --mode end-to-end only (stage-wise scales a quantity that cancels "
+                       "by its terms)")
     if args.reference:
-        report = compare_files(args.reference, args.file, args.rtol, args.atol)
+        report = compare_files(args.reference, args.file, DEFAULT_RTOL if args.rtol is None else args.rtol,
+                               DEFAULT_ATOL if args.atol is None else args.atol)
     else:
-        report = check_trace(args.file, args.rtol, args.atol)
+        report = check_trace(args.file, args.rtol, args.atol, mode=args.mode, drift=not args.no_drift)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1, default=str))
     else:

@@ -38,7 +38,8 @@ from . import backend
 from .cg import CGResult, conjugate_gradient
 from .linesearch import LineSearchResult, LineSearchTry, backtracking_line_search
 
-__all__ = ["Batch", "TRPOConfig", "StepInfo", "trpo_step", "normalize_advantages", "step_size", "PRESETS"]
+__all__ = ["Batch", "TRPOConfig", "StepInfo", "Prepared", "prepare_update", "trpo_step", "normalize_advantages",
+           "step_size", "PRESETS"]
 
 
 @dataclass(frozen=True)
@@ -351,8 +352,15 @@ class StepInfo(NamedTuple):
     cg : CGResult or None
     step_dir : array (P,)
         x ≈ (F + λI)⁻¹ g.
-    fisher_products : tuple of (v, (F+λI)v)
-        Every Fisher product CG used, in order.
+    fisher_products : tuple of (p_k, (F+λI)p_k)
+        The Fisher products of CG's directions p_0, p_1, ..., in order (not the
+        product of x₀ nor the one of x: those are ``Fx0`` and ``Fx``).
+    x0 : array (P,) or None
+        CG's start when it is not 0 (a given or random x₀).
+    Fx0 : array (P,) or None
+        (F + λI)x₀, CG's first product when x₀ is given (r₀ = g − (F+λI)x₀).
+    Fx : array (P,) or None
+        (F + λI)x, the product β uses (None when CG did not run).
     xFx : float
         xᵀ(F + λI)x (with the SB3 ``"mean"`` reduction: of the scaled F).
     beta : float
@@ -378,6 +386,9 @@ class StepInfo(NamedTuple):
     cg: CGResult | None
     step_dir: Any
     fisher_products: tuple
+    x0: Any
+    Fx0: Any
+    Fx: Any
     xFx: float
     beta: float
     full_step: Any
@@ -394,6 +405,11 @@ class StepInfo(NamedTuple):
     def tries(self) -> tuple[LineSearchTry, ...]:
         """The line-search tries (empty when there was no line search)."""
         return () if self.line_search is None else self.line_search.tries
+
+    @property
+    def n_fisher_products(self) -> int:
+        """Fisher products the update made: CG's, plus (F+λI)x₀ and (F+λI)x when computed."""
+        return len(self.fisher_products) + (self.Fx0 is not None) + (self.Fx is not None)
 
     @property
     def n_backtracks(self) -> int:
@@ -488,6 +504,94 @@ def _kl_reverse(policy, config: TRPOConfig) -> bool:
     return direction == "new_old"
 
 
+class Prepared(NamedTuple):
+    """The update's data and conventions after the library-replay preparation.
+
+    Everything :func:`trpo_step` (and the oracle's stage-wise check) needs
+    besides θ: the (sub-sampled) batch with the advantages the surrogate uses,
+    the observations of the Fisher products, the KL's direction and scale, and
+    the CG start.  Built by :func:`prepare_update`.
+
+    Attributes
+    ----------
+    obs, act, logp_old : arrays
+        The batch the gradient and the line search use (after ``sub_sampling_factor``).
+    adv : array (N',)
+        The advantages the surrogate uses (normalised when configured).
+    adv_std_zero : bool
+        Normalisation met a zero spread.
+    fisher_obs : array (N_F, obs_dim)
+        Observations of the Fisher products (after ``fisher_stride`` / ``fisher_fraction``).
+    kl_scale : float
+        1/act_dim under SB3-contrib's ``"mean"`` reduction for a Gaussian, else 1:
+        multiplies the KL and F.
+    reverse : bool
+        The line search checks KL(π_θ‖π_old) instead of KL(π_old‖π_θ).
+    x0 : array (P,) or None
+        CG's start (given, or drawn for ``cg_x0="random"``), on θ's backend.
+    """
+
+    obs: Any
+    act: Any
+    logp_old: Any
+    adv: Any
+    adv_std_zero: bool
+    fisher_obs: Any
+    kl_scale: float
+    reverse: bool
+    x0: Any
+
+
+def prepare_update(policy, theta, batch: Batch, config: TRPOConfig, x0=None) -> Prepared:
+    r"""Apply the configured library conventions to the batch before the update.
+
+    In order: sub-sampling of the whole batch, advantage normalisation, the
+    Fisher products' sample subset (stride, then a random fraction drawn on
+    the host with ``config.seed``), the KL's direction and scale, and the CG
+    start x₀ (given, or ``cg_x0_scale``·N(0, I) drawn after the Fisher subset
+    from the same generator).
+
+    Parameters
+    ----------
+    policy : GaussianMLPPolicy or CategoricalMLPPolicy
+    theta : array (P,)
+        θ_old (decides the backend, device and dtype).
+    batch : Batch
+    config : TRPOConfig
+    x0 : array (P,), optional
+        Explicit CG start (any backend; overrides ``config.cg_x0``).
+
+    Returns
+    -------
+    Prepared
+    """
+    xp = backend.namespace(theta)
+    rng = backend.host_rng(config.seed)
+    dev = backend.device_of(theta)
+    if config.sub_sampling_factor > 1:
+        idx = backend.from_numpy(np.arange(0, len(batch), config.sub_sampling_factor), xp, dev)
+        batch = batch.take(idx)
+    adv, adv_std_zero = batch.adv, False
+    if config.normalize_adv:
+        adv, adv_std_zero = normalize_advantages(adv, ddof=config.adv_std_ddof, eps=config.adv_eps,
+                                                 mode=config.adv_eps_mode)
+    fisher_obs = batch.obs
+    if config.fisher_stride > 1:
+        fisher_obs = xp.take(fisher_obs, backend.from_numpy(np.arange(0, len(batch), config.fisher_stride), xp, dev),
+                             axis=0)
+    if config.fisher_fraction < 1:
+        m = max(1, int(round(config.fisher_fraction * fisher_obs.shape[0])))
+        pick = np.sort(rng.choice(fisher_obs.shape[0], size=m, replace=False))
+        fisher_obs = xp.take(fisher_obs, backend.from_numpy(pick, xp, dev), axis=0)
+    kl_scale = 1.0 / policy.act_dim if (policy.kind == "gaussian" and config.kl_action_reduction == "mean") else 1.0
+    if x0 is None and config.cg_x0 == "random":
+        x0 = config.cg_x0_scale * rng.standard_normal(policy.num_params)
+    if x0 is not None:
+        x0 = backend.from_numpy(backend.to_numpy(x0), xp, dev, theta.dtype)
+    return Prepared(batch.obs, batch.act, batch.logp_old, adv, adv_std_zero, fisher_obs, kl_scale,
+                    _kl_reverse(policy, config), x0)
+
+
 def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *, x0=None):
     r"""One policy update: g → CG → β → line search (or a fixed NPG / VPG step).
 
@@ -522,20 +626,9 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
     theta = policy._check_theta(theta)
     if len(batch) == 0:
         raise ValueError("batch is empty")
-    rng = backend.host_rng(config.seed)
-    dev = backend.device_of(theta)
-
-    if config.sub_sampling_factor > 1:
-        idx = backend.from_numpy(np.arange(0, len(batch), config.sub_sampling_factor), xp, dev)
-        batch = batch.take(idx)
-    obs, act, logp_old = batch.obs, batch.act, batch.logp_old
-    adv, adv_std_zero = batch.adv, False
-    if config.normalize_adv:
-        adv, adv_std_zero = normalize_advantages(adv, ddof=config.adv_std_ddof, eps=config.adv_eps,
-                                                 mode=config.adv_eps_mode)
-    reverse = _kl_reverse(policy, config)
-    kl_scale = 1.0 / policy.act_dim if (policy.kind == "gaussian" and config.kl_action_reduction == "mean") else 1.0
-    c_ent = config.entropy_coef
+    prep = prepare_update(policy, theta, batch, config, x0)
+    obs, act, logp_old, adv = prep.obs, prep.act, prep.logp_old, prep.adv
+    kl_scale, c_ent = prep.kl_scale, config.entropy_coef
 
     def objective(th):
         val = backend.to_float(policy.surrogate(th, obs, act, adv, logp_old))
@@ -544,7 +637,7 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
         return val
 
     def kl_at(th):
-        return kl_scale * backend.to_float(policy.kl(theta, th, obs, reverse=reverse))
+        return kl_scale * backend.to_float(policy.kl(theta, th, obs, reverse=prep.reverse))
 
     # g = ∇L(θ_old) (+ c_H ∇H̄)
     g = policy.surrogate_grad(theta, obs, act, adv, logp_old)
@@ -552,8 +645,9 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
         g = g + c_ent * policy.entropy_grad(theta, obs)
     surrogate_before = objective(theta)
     entropy = backend.to_float(policy.entropy(theta, obs))
+    products = []  # (v, (F+λI)v) of every product, in the order made
 
-    def finish(status, theta_new, *, cg=None, step_dir=None, products=(), xFx=math.nan, beta=math.nan,
+    def finish(status, theta_new, *, cg=None, step_dir=None, fx=None, xFx=math.nan, beta=math.nan,
                full_step=None, expected=math.nan, ls=None):
         if theta_new is theta:
             after, kl = surrogate_before, 0.0
@@ -564,10 +658,14 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
         else:
             after, kl = objective(theta_new), kl_at(theta_new)
         zeros = xp.zeros_like(theta)
+        # CG's own products: drop (F+λI)x₀ (first, when x₀ is given) and (F+λI)x (last).
+        has_x0 = cg is not None and prep.x0 is not None and len(products) > 0
+        cg_products = products[(1 if has_x0 else 0): (len(products) - (fx is not None))]
         return theta_new, StepInfo(
-            status=status, adv=adv, adv_std_zero=adv_std_zero, g=g, cg=cg,
-            step_dir=zeros if step_dir is None else step_dir, fisher_products=tuple(products), xFx=xFx,
-            beta=beta, full_step=zeros if full_step is None else full_step, expected_improvement=expected,
+            status=status, adv=adv, adv_std_zero=prep.adv_std_zero, g=g, cg=cg,
+            step_dir=zeros if step_dir is None else step_dir, fisher_products=tuple(cg_products),
+            x0=prep.x0 if cg is not None else None, Fx0=products[0][1] if has_x0 else None, Fx=fx,
+            xFx=xFx, beta=beta, full_step=zeros if full_step is None else full_step, expected_improvement=expected,
             line_search=ls, accepted_index=None if ls is None else ls.accepted_index, kl=kl,
             surrogate_before=surrogate_before, surrogate_after=after, surrogate_change=after - surrogate_before,
             entropy=entropy,
@@ -586,17 +684,9 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
     if not np.any(g_host):
         return finish("zero_gradient", theta)
 
-    # Fisher operator on the (possibly sub-sampled) observations, forward pass cached.
-    fisher_obs = obs
-    if config.fisher_stride > 1:
-        fisher_obs = xp.take(obs, backend.from_numpy(np.arange(0, len(batch), config.fisher_stride), xp, dev), axis=0)
-    if config.fisher_fraction < 1:
-        m = max(1, int(round(config.fisher_fraction * fisher_obs.shape[0])))
-        pick = np.sort(rng.choice(fisher_obs.shape[0], size=m, replace=False))
-        fisher_obs = xp.take(fisher_obs, backend.from_numpy(pick, xp, dev), axis=0)
-    fisher = policy.fisher_operator(theta, fisher_obs)
+    # (F + λI)v on the Fisher samples, forward pass cached; ×1/A under SB3's "mean" reduction.
+    fisher = policy.fisher_operator(theta, prep.fisher_obs)
     damping = config.cg_damping
-    products = []
 
     def damped_fvp(v):
         fv = fisher(v)
@@ -604,23 +694,19 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
         products.append((v, fv))
         return fv
 
-    if x0 is None and config.cg_x0 == "random":
-        x0 = config.cg_x0_scale * rng.standard_normal(policy.num_params)
-    if x0 is not None:
-        x0 = backend.from_numpy(backend.to_numpy(x0), xp, dev, theta.dtype)
     cg = conjugate_gradient(damped_fvp, g, max_iter=config.cg_iters, rtol=config.cg_rtol, atol=config.cg_atol,
-                            squared_residual_tol=config.cg_residual_tol, x0=x0, keep_iterates=True,
+                            squared_residual_tol=config.cg_residual_tol, x0=prep.x0, keep_iterates=True,
                             alpha_eps=config.cg_alpha_eps, check_initial=config.cg_check_initial)
     x = cg.x
     fx = damped_fvp(x)  # (F + λI)x: the curvature along x for β
     xFx = backend.to_float(xp.sum(x * fx))
     gx = backend.to_float(xp.sum(g * x))
     if not (math.isfinite(xFx) and xFx > 0):
-        return finish("nonpositive_curvature", theta, cg=cg, step_dir=x, products=products, xFx=xFx)
+        return finish("nonpositive_curvature", theta, cg=cg, step_dir=x, fx=fx, xFx=xFx)
 
     if config.method == "npg":
         full_step = config.step_size * x
-        return finish("fixed_step", theta + full_step, cg=cg, step_dir=x, products=products, xFx=xFx,
+        return finish("fixed_step", theta + full_step, cg=cg, step_dir=x, fx=fx, xFx=xFx,
                       full_step=full_step, expected=config.step_size * gx)
 
     beta = step_size(xFx, config.max_kl, config.step_size_eps)
@@ -639,6 +725,5 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
         check_finite=config.check_finite,
     )
     status = "accepted" if ls.success else "line_search_failed"
-    return finish(status, ls.x, cg=cg, step_dir=x, products=products, xFx=xFx, beta=beta,
+    return finish(status, ls.x, cg=cg, step_dir=x, fx=fx, xFx=xFx, beta=beta,
                   full_step=full_step, expected=expected, ls=ls)
-

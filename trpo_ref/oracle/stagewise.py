@@ -1,0 +1,409 @@
+r"""The stage-wise verdict: every recorded quantity recomputed from the candidate's *own* upstream values.
+
+An end-to-end comparison recomputes the whole update and compares; on a
+realistic network conjugate gradient amplifies rounding (its late iterates
+move by ~1e-3 relative when only the batch order changes), so rounding
+travels down the chain and a late row fails, or hides a real bug.  Here each
+stage is recomputed in float64 from what the candidate itself recorded
+upstream ("teacher forcing"):
+
+==================================  =================================================================
+candidate's quantity                recomputed from
+==================================  =================================================================
+logp, adv_used, surrogate_before,   the inputs
+entropy, g
+Fx0                                 (F+λI)·(the candidate's x₀)
+fisher[k].v                         p₀ = r₀ = g − (F+λI)x₀; p_{k+1} = r_{k+1} + (‖r_{k+1}‖²/‖r_k‖²) p_k
+fisher[k].Fv                        (F+λI)·(the candidate's p_k)
+cg.pAp[k], cg.x[k+1], cg.r[k+1]     the candidate's p_k, (F+λI)p_k, x_k and ‖r_k‖ (α_k = ‖r_k‖²/p_kᵀAp_k)
+cg.n_iter, converged, breakdown     the configured cap and stopping rule on the candidate's residuals
+step_dir, Fx, xFx, beta,            the candidate's last iterate, its x, (F+λI)x, β and g
+full_step, expected_improvement
+ls[j].*                             θ_j = θ_old + (its fraction)·(its full step); the rule on its values
+accepted_index, theta_new, kl, …    the rule; the candidate's accepted θ
+==================================  =================================================================
+
+The residual vectors r_k are not in a trace; they are rebuilt by CG's own
+recurrence r_{k+1} = r_k − α_k (F+λI)p_k from the candidate's r₀, α_k and
+products, so their rounding adds up but is never amplified.
+
+Each row passes when ``max|c − r| ≤ rtol · scale``: the scale is max|r|, or
+for a quantity that cancels the size of its terms (the surrogate at θ_old is
+≈0 with normalised advantages; its terms are mean|Â|).  ``rtol`` depends on
+the dtype the candidate computed in (:data:`~trpo_ref.oracle.schema.TOLERANCES`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..linesearch import improvement_ok, improvement_ratio, kl_ok
+from ..trpo import prepare_update, step_size
+from .compare import Report, Row, compare_float, param_locator
+from .io import Trace
+from .schema import OUTPUT_KEYS, tolerance
+
+__all__ = ["check_stagewise", "surrogate_terms", "kl_terms", "entropy_terms"]
+
+
+def surrogate_terms(policy, theta, prep, entropy_coef: float = 0.0) -> float:
+    r"""Size of the terms of :math:`L(\theta)`: :math:`\frac1N\sum_n |r_n(\theta)\hat A_n|` (+ |c_H H̄|)."""
+    logp = policy.log_prob(theta, prep.obs, prep.act)
+    terms = float(np.mean(np.abs(np.exp(logp - prep.logp_old) * prep.adv)))
+    if entropy_coef:
+        terms += abs(entropy_coef) * entropy_terms(policy, theta, prep.obs)
+    return terms
+
+
+def kl_terms(policy, theta_old, theta, obs, reverse: bool) -> float:
+    r"""Size of the terms of the mean KL between π_old and π_θ (the scale of its rounding).
+
+    Gaussian: :math:`\frac1N\sum_n\sum_a |\log\sigma_p| + |\log\sigma_q| + \frac{\sigma_p^2 + (\mu_p-\mu_q)^2}{2\sigma_q^2} + \frac12`;
+    categorical: :math:`\frac1N\sum_n\sum_k p_k(|\log p_k| + |\log q_k|)`.
+    """
+    phi_old, _ = policy._dist(theta_old, obs)
+    phi, _ = policy._dist(theta, obs)
+    p, q = (phi, phi_old) if reverse else (phi_old, phi)
+    if policy.kind == "gaussian":
+        (mu_p, ls_p), (mu_q, ls_q) = p, q
+        t = (np.abs(ls_p) + np.abs(ls_q) + (np.exp(2 * ls_p) + (mu_p - mu_q) ** 2) / (2 * np.exp(2 * ls_q)) + 0.5)
+        return float(np.mean(np.sum(t, axis=-1)))
+    from ..distributions import Categorical
+
+    lp, lq = Categorical.log_softmax(p), Categorical.log_softmax(q)
+    return float(np.mean(np.sum(np.exp(lp) * (np.abs(lp) + np.abs(lq)), axis=-1)))
+
+
+def entropy_terms(policy, theta, obs) -> float:
+    r"""Size of the terms of the mean entropy: Σ_a(|log σ_a| + ½log 2πe) (Gaussian), H itself (categorical)."""
+    if policy.kind == "gaussian":
+        ls = theta[policy.mlp.num_params:]
+        return float(np.sum(np.abs(ls)) + 0.5 * math.log(2 * math.pi * math.e) * ls.shape[0])
+    return abs(float(policy.entropy(theta, obs)))
+
+
+def _stopping_rule(config, rr: float, b_norm: float) -> bool:
+    threshold = max(config.cg_rtol * b_norm, config.cg_atol)
+    tol = config.cg_residual_tol
+    return math.sqrt(rr) <= threshold or (tol is not None and rr < tol)
+
+
+def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None = None) -> Report:
+    """The stage-wise verdict on ``trace`` (see the module docstring).
+
+    Parameters
+    ----------
+    trace : Trace
+        The candidate's record (any dtype; compared in float64).
+    rtol : float, optional
+        Defaults to :func:`~trpo_ref.oracle.schema.tolerance` of ``trace.dtype``.
+    own : Trace, optional
+        trpo_ref's own chain on the same inputs (:func:`~trpo_ref.oracle.record.recompute`),
+        which supplies a quantity the candidate did not record.
+
+    Returns
+    -------
+    Report
+        ``mode="stage-wise"``; one row per recorded quantity in the order the
+        update computes them.
+    """
+    from .record import recompute
+
+    if rtol is None:
+        rtol = tolerance(trace.dtype)
+    if not (rtol >= 0 and math.isfinite(rtol)):
+        raise ValueError(f"rtol must be finite and >= 0, got {rtol!r}")
+    own = recompute(trace) if own is None else own
+    policy, cfg = trace.policy, trace.config
+    C = {k: (v.astype(np.float64) if v.dtype.kind == "f" else v) for k, v in trace.arrays.items()}
+    O = own.arrays
+    theta = C["theta_old"]
+    x0_in = C.get("cg_x0")
+    prep = prepare_update(policy, theta, trace.batch(), cfg, x0=x0_in)
+    locate_p = param_locator(policy)
+    rows: list[Row] = []
+    borrowed: list[str] = []
+    c_ent = cfg.entropy_coef
+
+    def objective(th):
+        val = float(policy.surrogate(th, prep.obs, prep.act, prep.adv, prep.logp_old))
+        return val + (c_ent * float(policy.entropy(th, prep.obs)) if c_ent else 0.0)
+
+    def kl_at(th):
+        return prep.kl_scale * float(policy.kl(theta, th, prep.obs, reverse=prep.reverse))
+
+    def kl_scale_of(th):
+        return prep.kl_scale * kl_terms(policy, theta, th, prep.obs, prep.reverse)
+
+    def A(v):  # (F + λI)v in float64 on the Fisher samples
+        fv = fisher(v)
+        return (prep.kl_scale * fv if prep.kl_scale != 1.0 else fv) + cfg.cg_damping * v
+
+    def row(name, desc, ref, c, scale=None, locate=None):
+        """Compare; c None: not recorded (skipped)."""
+        if c is None:
+            rows.append(Row(name, desc, tuple(np.shape(ref)), math.nan, math.nan, "skipped", "not recorded"))
+            return
+        a, rel, ok, where = compare_float(ref, c, rtol, 0.0, locate, scale)
+        rows.append(Row(name, desc, tuple(np.shape(ref)), a, rel, "ok" if ok else "FAIL", where))
+
+    def exact(name, desc, ref, c, why=""):
+        if c is None:
+            rows.append(Row(name, desc, tuple(np.shape(ref)), math.nan, math.nan, "skipped", "not recorded", True))
+            return
+        r_a, c_a = np.asarray(ref), np.asarray(c)
+        same = r_a.shape == c_a.shape and bool(np.all(r_a == c_a))
+        where = "" if same else f"candidate {c_a.tolist()!r}, expected {r_a.tolist()!r}" + (f" ({why})" if why else "")
+        rows.append(Row(name, desc, r_a.shape, 0.0 if same else 1.0, 0.0 if same else 1.0,
+                        "ok" if same else "FAIL", where, True))
+
+    def cand(key, ours):
+        """The candidate's value, or trpo_ref's own (noted) when not recorded."""
+        if key in C:
+            return C[key]
+        if key not in borrowed:
+            borrowed.append(key)
+        return ours
+
+    def item(key, i):
+        a = C.get(key)
+        return None if a is None or i >= a.shape[0] else a[i]
+
+    # ------------------------------------------------------------ from the inputs
+    logp = policy.log_prob(theta, trace.batch().obs, trace.batch().act)
+    row("logp", OUTPUT_KEYS["logp"], logp, C.get("logp"), locate=lambda i: f"n={i}")
+    row("adv_used", OUTPUT_KEYS["adv_used"], prep.adv, C.get("adv_used"), locate=lambda i: f"n={i}")
+    exact("adv_std_zero", OUTPUT_KEYS["adv_std_zero"], np.array(prep.adv_std_zero), C.get("adv_std_zero"))
+    L_old = objective(theta)
+    terms_old = surrogate_terms(policy, theta, prep, c_ent)
+    row("surrogate_before", OUTPUT_KEYS["surrogate_before"], L_old, C.get("surrogate_before"), scale=terms_old)
+    row("entropy", OUTPUT_KEYS["entropy"], float(policy.entropy(theta, prep.obs)), C.get("entropy"),
+        scale=entropy_terms(policy, theta, prep.obs))
+    g_ref = policy.surrogate_grad(theta, prep.obs, prep.act, prep.adv, prep.logp_old)
+    if c_ent:
+        g_ref = g_ref + c_ent * policy.entropy_grad(theta, prep.obs)
+    row("g", OUTPUT_KEYS["g"], g_ref, C.get("g"), locate=locate_p)
+    g = cand("g", O["g"])
+
+    n_iter_c = int(C.get("cg_n_iter", O["cg_n_iter"]))
+    method = cfg.method
+    ran_cg = method != "vpg" and n_iter_c >= 0
+    x = np.zeros_like(theta)
+    if ran_cg:
+        fisher = policy.fisher_operator(theta, prep.fisher_obs)
+        # Fisher products first: their largest gain max|Av|/max|v| is the scale of
+        # a product's rounding (relative to ‖A‖‖v‖, not to a small ‖Av‖).
+        V = cand("fisher_v", O["fisher_v"])
+        AV = [A(v) for v in V]
+        step_c = cand("step_dir", O["step_dir"])
+        Ax = A(step_c)
+        Ax0 = A(x0_in) if x0_in is not None else None
+        gains = [np.abs(av).max() / np.abs(v).max() for v, av in zip([*V, step_c], [*AV, Ax]) if np.abs(v).max() > 0]
+        gain = max(gains + [cfg.cg_damping])
+
+        def A_scale(v, av):
+            return max(float(np.abs(av).max()), gain * float(np.abs(v).max()))
+
+        if x0_in is not None:
+            row("Fx0", OUTPUT_KEYS["Fx0"], Ax0, C.get("Fx0"), A_scale(x0_in, Ax0), locate_p)
+            Fx0 = cand("Fx0", O.get("Fx0", Ax0))
+            r = g - Fx0
+            r_scale = float(np.abs(g).max() + np.abs(Fx0).max())
+            rn_scale = float(np.linalg.norm(g) + np.linalg.norm(Fx0))
+            x = x0_in.copy()
+        else:
+            r, r_scale, rn_scale = g.copy(), float(np.abs(g).max()), float(np.linalg.norm(g))
+        rn_c = C.get("cg_residual_norms")
+        row("cg.r[0]", "‖r₀‖ = ‖g − (F+λI)x₀‖", float(np.linalg.norm(r)), None if rn_c is None else rn_c[0],
+            scale=rn_scale)
+        b_norm = float(np.linalg.norm(g))
+
+        def rr_of(k, r_vec):  # the candidate's ‖r_k‖², or ours when not recorded
+            return float(rn_c[k]) ** 2 if rn_c is not None and k < rn_c.shape[0] else float(r_vec @ r_vec)
+
+        rr = rr_of(0, r)
+        p_ref, p_scale = r, r_scale
+        expected_n = cfg.cg_iters
+        breakdown = converged = False
+        if rr == 0.0 or (cfg.cg_check_initial and _stopping_rule(cfg, rr, b_norm)):
+            expected_n, converged = 0, True
+        k = 0
+        K = V.shape[0]
+        while k < K and not converged:
+            p_c = V[k]
+            row(f"fisher[{k}].v", f"CG direction p_{k}", p_ref, item("fisher_v", k), scale=p_scale, locate=locate_p)
+            row(f"fisher[{k}].Fv", f"(F+λI)p_{k}", AV[k], item("fisher_Fv", k), A_scale(p_c, AV[k]), locate_p)
+            Ap_c = C["fisher_Fv"][k] if "fisher_Fv" in C else AV[k]
+            pAp_ref = float(p_c @ Ap_c)
+            pAp_cand = item("cg_pAp", k)
+            row(f"cg.pAp[{k}]", f"p_{k}ᵀ(F+λI)p_{k}", pAp_ref, pAp_cand, scale=float(np.abs(p_c * Ap_c).sum()))
+            pAp = float(pAp_cand) if pAp_cand is not None else pAp_ref
+            if not (math.isfinite(pAp) and pAp > 0.0):
+                breakdown, expected_n = True, k
+                break
+            alpha = rr / (pAp + cfg.cg_alpha_eps)                          # α_k = ‖r_k‖² / pᵀAp
+            x_c_prev = x if k == 0 else item("cg_iterates", k - 1)
+            if x_c_prev is None:
+                x_c_prev = O["cg_iterates"][k - 1] if k - 1 < O["cg_iterates"].shape[0] else x
+            x_ref = x_c_prev + alpha * p_c                                  # x_{k+1} = x_k + α_k p_k
+            row(f"cg.x[{k + 1}]", f"CG iterate x_{k + 1}", x_ref, item("cg_iterates", k),
+                scale=float(np.abs(x_c_prev).max() + abs(alpha) * np.abs(p_c).max()), locate=locate_p)
+            r_new = r - alpha * Ap_c                                        # r_{k+1} = r_k − α_k A p_k
+            r_scale += abs(alpha) * float(np.abs(Ap_c).max())
+            rn_scale += abs(alpha) * float(np.linalg.norm(Ap_c))
+            row(f"cg.r[{k + 1}]", f"‖r_{k + 1}‖", float(np.linalg.norm(r_new)),
+                None if rn_c is None or k + 1 >= rn_c.shape[0] else rn_c[k + 1], scale=rn_scale)
+            rr_new = rr_of(k + 1, r_new)
+            beta_k = rr_new / rr
+            p_ref = r_new + beta_k * p_c                                    # p_{k+1} = r_{k+1} + β_k p_k
+            p_scale = r_scale + abs(beta_k) * float(np.abs(p_c).max())
+            r, rr = r_new, rr_new
+            k += 1
+            if _stopping_rule(cfg, rr, b_norm):
+                expected_n, converged = k, True
+                break
+            if k >= cfg.cg_iters:
+                break
+        expected_n = min(expected_n, cfg.cg_iters)
+        if not breakdown and K < expected_n and expected_n > 0:
+            why = (f"CG stopped after {K} iterations; the rule (cap {cfg.cg_iters}, stopping rule "
+                   f"{'rᵀr < %g' % cfg.cg_residual_tol if cfg.cg_residual_tol is not None else 'none'}) "
+                   f"was not met at ‖r_{K}‖ = {math.sqrt(rr):.3e}")
+        else:
+            why = f"cap {cfg.cg_iters}"
+        exact("cg.n_iter", OUTPUT_KEYS["cg_n_iter"], np.array(expected_n if not breakdown else k),
+              C.get("cg_n_iter"), why)
+        exact("cg.converged", OUTPUT_KEYS["cg_converged"], np.array(converged), C.get("cg_converged"))
+        exact("cg.breakdown", OUTPUT_KEYS["cg_breakdown"], np.array(breakdown), C.get("cg_breakdown"))
+
+        # ---------------------------------------------------------- x, β, full step
+        iters = C.get("cg_iterates")
+        n_c = n_iter_c
+        if iters is not None and n_c > 0 and iters.shape[0] >= n_c:
+            last = iters[n_c - 1]
+        elif n_c == 0:
+            last = x0_in if x0_in is not None else np.zeros_like(theta)
+        else:
+            last = O["step_dir"]
+        row("step_dir", OUTPUT_KEYS["step_dir"], last, C.get("step_dir"), locate=locate_p)
+        x = step_c
+        row("Fx", OUTPUT_KEYS["Fx"], Ax, C.get("Fx"), A_scale(x, Ax), locate_p)
+        Fx = cand("Fx", O["Fx"])
+        xFx_ref = float(x @ Fx)
+        row("xFx", OUTPUT_KEYS["xFx"], xFx_ref, C.get("xFx"), scale=float(np.abs(x * Fx).sum()))
+        xFx = float(cand("xFx", xFx_ref))
+    gx_terms = float(np.abs(g * x).sum())
+    status_ref = None
+    if method == "vpg":
+        full_ref, exp_ref = cfg.step_size * g, cfg.step_size * float(g @ g)
+        exp_scale = cfg.step_size * float((g * g).sum())
+    elif not ran_cg:
+        full_ref, exp_ref, exp_scale = np.zeros_like(theta), math.nan, 0.0
+        status_ref = "skipped" if (cfg.skip_if_zero_grad and np.allclose(g, 0)) else "zero_gradient"
+    elif not (math.isfinite(xFx) and xFx > 0):
+        full_ref, exp_ref, exp_scale = np.zeros_like(theta), math.nan, 0.0
+        status_ref = "nonpositive_curvature"
+    elif method == "npg":
+        full_ref, exp_ref = cfg.step_size * x, cfg.step_size * float(g @ x)
+        exp_scale = cfg.step_size * gx_terms
+    else:
+        beta_ref = step_size(xFx, cfg.max_kl, cfg.step_size_eps)
+        row("beta", OUTPUT_KEYS["beta"], beta_ref, C.get("beta"))
+        beta = float(cand("beta", beta_ref))
+        full_ref, exp_ref, exp_scale = beta * x, beta * float(g @ x), abs(beta) * gx_terms
+    if status_ref is None:
+        row("full_step", OUTPUT_KEYS["full_step"], full_ref, C.get("full_step"), locate=locate_p)
+        row("expected_improvement", OUTPUT_KEYS["expected_improvement"], exp_ref, C.get("expected_improvement"),
+            scale=exp_scale)
+    full = cand("full_step", O["full_step"])
+    expected = float(cand("expected_improvement", O["expected_improvement"]))
+
+    # ---------------------------------------------------------- line search
+    accepted = None
+    theta_new_ref = theta
+    if status_ref is None and method == "trpo":
+        T = C["ls_fraction"].shape[0] if "ls_fraction" in C else O["ls_fraction"].shape[0]
+        use_kl = cfg.kl_bound_factor is not None
+        for j in range(T):
+            frac_ref = cfg.backtrack_coeff ** j
+            row(f"ls[{j}].fraction", f"fraction α^{j} of try {j}", frac_ref, item("ls_fraction", j))
+            frac = float(item("ls_fraction", j)) if item("ls_fraction", j) is not None else frac_ref
+            th_j = theta + frac * full                                       # θ_j = θ_old + α^j βx
+            kl_j = kl_at(th_j) if use_kl else math.nan
+            c_kl = item("ls_kl", j)
+            if use_kl or (c_kl is not None and not math.isnan(c_kl)):
+                kl_j = kl_at(th_j)
+                row(f"ls[{j}].kl", f"KL of try {j}", kl_j, c_kl, scale=kl_scale_of(th_j))
+            imp_ref = objective(th_j) - L_old
+            row(f"ls[{j}].improvement", f"L(θ_{j}) − L(θ_old) of try {j}", imp_ref, item("ls_improvement", j),
+                scale=surrogate_terms(policy, th_j, prep, c_ent) + terms_old)
+            row(f"ls[{j}].expected_improvement", f"α^{j} βgᵀx of try {j}", frac * expected,
+                item("ls_expected_improvement", j), scale=abs(frac * expected))
+            imp = float(cand_item("ls_improvement", j, imp_ref, C, borrowed))
+            exp_j = float(cand_item("ls_expected_improvement", j, frac * expected, C, borrowed))
+            ratio_ref = improvement_ratio(imp, exp_j)
+            row(f"ls[{j}].ratio", f"improvement / expected improvement of try {j}", ratio_ref, item("ls_ratio", j),
+                scale=abs(ratio_ref) if math.isfinite(ratio_ref) else None)
+            kl_c = float(c_kl) if (c_kl is not None and use_kl) else (kl_j if use_kl else None)
+            ratio = float(cand_item("ls_ratio", j, ratio_ref, C, borrowed))
+            finite = (not cfg.check_finite) or (math.isfinite(imp) and (kl_c is None or math.isfinite(kl_c)))
+            ok_kl = kl_ok(kl_c, cfg.max_kl if use_kl else None, cfg.kl_bound_factor or 1.0, cfg.kl_strict)
+            ok_imp = improvement_ok(imp, cfg.require_improvement)
+            if cfg.improve_ratio is not None:
+                ok_imp = ok_imp and exp_j > 0.0 and ratio > cfg.improve_ratio
+            dec = np.array([finite, ok_kl, ok_imp, finite and ok_kl and ok_imp])
+            c_dec = None
+            if all(k in C for k in ("ls_finite", "ls_kl_ok", "ls_improvement_ok", "ls_accepted")) \
+                    and j < C["ls_accepted"].shape[0]:
+                c_dec = np.array([bool(C[k][j]) for k in ("ls_finite", "ls_kl_ok", "ls_improvement_ok",
+                                                           "ls_accepted")])
+            exact(f"ls[{j}].decision", f"tests of try {j} (finite, kl_ok, improvement_ok, accepted) on its values",
+                  dec, c_dec, "the configured rule applied to the candidate's own KL and improvement")
+            if dec[3] and accepted is None:
+                accepted = j
+                theta_new_ref = th_j
+        n_tries_ref = (accepted + 1) if accepted is not None else cfg.backtrack_iters
+        exact("ls.n_tries", "number of line-search tries (stop after the first accepted)", np.array(n_tries_ref),
+              np.array(T) if "ls_fraction" in C else None)
+        exact("accepted_index", OUTPUT_KEYS["accepted_index"], np.array(-1 if accepted is None else accepted),
+              C.get("accepted_index"))
+        status_ref = "accepted" if accepted is not None else "line_search_failed"
+    elif status_ref is None:
+        theta_new_ref = theta + full
+        status_ref = "fixed_step"
+
+    row("theta_new", OUTPUT_KEYS["theta_new"], theta_new_ref, C.get("theta_new"), locate=locate_p,
+        scale=float(np.abs(theta).max() + np.abs(theta_new_ref - theta).max()))
+    th_new = C["theta_new"]
+    moved = not np.array_equal(th_new, theta)
+    kl_new = kl_at(th_new) if moved else 0.0
+    row("kl", OUTPUT_KEYS["kl"], kl_new, C.get("kl"), scale=kl_scale_of(th_new))
+    L_new = objective(th_new) if moved else L_old
+    terms_new = surrogate_terms(policy, th_new, prep, c_ent)
+    row("surrogate_after", OUTPUT_KEYS["surrogate_after"], L_new, C.get("surrogate_after"), scale=terms_new)
+    row("surrogate_change", OUTPUT_KEYS["surrogate_change"], L_new - L_old, C.get("surrogate_change"),
+        scale=terms_new + terms_old)
+    exact("status", "outcome of the update", np.array(status_ref),
+          None if trace.status is None else np.array(trace.status))
+
+    header = [f"candidate: {trace.meta.get('producer', '?')} (computed in {trace.dtype})"]
+    spec = trace.meta.get("policy", {})
+    arch = "-".join(str(s) for s in [spec.get("obs_dim"), *spec.get("hidden_sizes", []), spec.get("out_dim")])
+    header.append(f"policy: {spec.get('kind')} {arch} {spec.get('activation')}; preset: {trace.preset}; "
+                  f"N = {C['obs'].shape[0]}")
+    notes = []
+    if borrowed:
+        notes.append("not recorded by the candidate, taken from trpo_ref's own chain: " + ", ".join(borrowed))
+    return Report(rows, rtol, 0.0, header, notes, mode="stage-wise")
+
+
+def cand_item(key, j, ours, C, borrowed):
+    """Entry j of the candidate's ``key``, or trpo_ref's value (noted) when not recorded."""
+    a = C.get(key)
+    if a is not None and j < a.shape[0]:
+        return a[j]
+    if key not in borrowed:
+        borrowed.append(key)
+    return ours
