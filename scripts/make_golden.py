@@ -2,13 +2,12 @@
 """Regenerate the golden oracle traces in tests/golden/: one per preset x {gaussian, categorical}.
 
     python scripts/make_golden.py            # rewrite tests/golden/*.npz
-    python scripts/make_golden.py --check    # recompute and compare, write nothing
-    python scripts/make_golden.py --spread   # measure the rounding-level spread behind DEFAULT_RTOL
+    python scripts/make_golden.py --check    # recompute and check, write nothing
+    python scripts/make_golden.py --spread   # measure the stage-wise errors and the end-to-end spread
 
-Each case is a seeded synthetic update (trpo_ref.trace.synthetic_case) on a
-small network (obs 3 -> 4 -> 3 -> out, tanh) and N = 20 samples, so the twelve
-files stay well under 300 KB together.  tests/test_trace.py recomputes every
-file and requires agreement to float64 rounding.
+The cases are trpo_ref.oracle.cases.golden_cases(): seeded synthetic updates on
+a small network (obs 3 -> 4 -> 3 -> out, tanh) and N = 20 samples, so the twelve
+files stay well under 300 KB together.  tests/test_trace.py recomputes every file.
 """
 
 from __future__ import annotations
@@ -22,87 +21,59 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from trpo_ref.oracle import DEFAULT_ATOL, check_trace, compare_traces, compute_trace, synthetic_case  # noqa: E402
-from trpo_ref.trpo import PRESETS, TRPOConfig  # noqa: E402
+from trpo_ref.oracle import check_trace, compare_traces, recompute  # noqa: E402
+from trpo_ref.oracle.cases import candidate_update, golden_cases, golden_trace, realistic_case  # noqa: E402
+from trpo_ref.oracle.check import DRIFT_KEYS, _rel  # noqa: E402
+from trpo_ref.oracle.stagewise import check_stagewise  # noqa: E402
 
 GOLDEN_DIR = ROOT / "tests" / "golden"
 
-#: Shared sizes of every golden case.
-SIZES = dict(n=20, obs_dim=3, hidden_sizes=(4, 3), activation="tanh")
-#: Output size: action dimension (Gaussian) or number of actions (categorical).
-OUT_DIM = {"gaussian": 2, "categorical": 3}
 
-
-def cases():
-    """``(file name, preset, kind, seed)`` of every golden case."""
+def spread():
+    """Per realistic case and dtype: the worst stage-wise error of correct updates (batch permuted,
+    θ_old ± 1 ulp) and trpo_ref's end-to-end spread on itself, per drift quantity."""
     out = []
-    for i, preset in enumerate(sorted(PRESETS)):
-        for j, kind in enumerate(("gaussian", "categorical")):
-            out.append((f"{preset}-{kind}.npz", preset, kind, 100 + 10 * i + j))
-    return out
-
-
-def make(preset: str, kind: str, seed: int):
-    """The trace of one golden case."""
-    policy, theta, batch = synthetic_case(kind, seed, act_dim=OUT_DIM[kind], **SIZES)
-    return compute_trace(policy, theta, batch, TRPOConfig.preset(preset), preset)
-
-
-def spread(seeds=range(3), sizes=((20, 3, (4, 3)), (64, 5, (16, 16)), (256, 8, (64, 64)))):
-    """Largest relative change of each quantity when θ_old moves by ~1 ulp.
-
-    That is the size of a rounding-level difference between two correct float64
-    implementations (another BLAS, another summation order).  Returns
-    ``{row group: (max relative error, case)}``; decisions that flip are counted
-    under ``"DECISION ..."``.
-    """
-    worst: dict[str, tuple[float, str]] = {}
     for kind in ("gaussian", "categorical"):
-        for preset in sorted(PRESETS):
-            for seed in seeds:
-                for n, obs_dim, hidden in sizes:
-                    policy, theta, batch = synthetic_case(kind, seed, n=n, obs_dim=obs_dim, act_dim=OUT_DIM[kind],
-                                                          hidden_sizes=hidden)
-                    cfg = TRPOConfig.preset(preset)
-                    a = compute_trace(policy, theta, batch, cfg)
-                    rng = np.random.default_rng(seed)
-                    nudged = theta * (1 + 2.2e-16 * rng.standard_normal(theta.shape))
-                    b = compute_trace(policy, nudged, batch, cfg, x0=a.arrays.get("cg_x0")).with_arrays(theta_old=theta)
-                    for row in compare_traces(a, b, rtol=0.0, atol=0.0).rows:
-                        group = row.name.split("[")[0] + ("[]" + row.name.split("]")[-1] if "[" in row.name else "")
-                        case = f"{preset}-{kind} seed {seed} N {n}"
-                        if row.exact:
-                            if row.max_abs:
-                                worst["DECISION " + group] = (worst.get("DECISION " + group, (0, ""))[0] + 1, case)
-                            continue
-                        # below atol the relative error of a ~0 quantity means nothing
-                        err = 0.0 if row.status == "skipped" or row.max_abs <= DEFAULT_ATOL else row.max_rel
-                        if err > worst.get(group, (0.0, ""))[0]:
-                            worst[group] = (err, case)
-    return worst
+        policy, theta, batch, cfg = realistic_case(kind)
+        own = candidate_update(policy, theta, batch, cfg)
+        for dtype in ("float64", "float32"):
+            worst_sw, worst_e2e = (0.0, ""), {k: 0.0 for k in DRIFT_KEYS}
+            for v in (dict(), dict(permute_seed=1), dict(ulp_seed=1), dict(permute_seed=2, ulp_seed=2)):
+                if dtype == "float64" and not v:
+                    continue
+                c = candidate_update(policy, theta, batch, cfg, dtype=dtype, **v)
+                rep = check_stagewise(c, own=own)
+                assert rep.ok, rep.to_text("failures")
+                for r in rep.rows:
+                    if not r.exact and r.status != "skipped" and r.max_rel > worst_sw[0]:
+                        worst_sw = (r.max_rel, r.name)
+                for k in DRIFT_KEYS:
+                    worst_e2e[k] = max(worst_e2e[k], _rel(own[k], c[k], theta if k == "theta_new" else None))
+            out.append((kind, dtype, worst_sw, worst_e2e))
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="recompute and compare instead of writing")
-    ap.add_argument("--spread", action="store_true", help="measure the rounding-level spread (about a minute)")
+    ap.add_argument("--check", action="store_true", help="recompute and check instead of writing")
+    ap.add_argument("--spread", action="store_true", help="measure stage-wise errors and the end-to-end spread")
     args = ap.parse_args(argv)
     if args.spread:
-        for group, (err, case) in sorted(spread().items(), key=lambda kv: -kv[1][0]):
-            print(f"{group:28s} {err:9.2e}  {case}")
+        for kind, dtype, (err, name), e2e in spread():
+            print(f"{kind:12s} {dtype}: worst stage-wise error {err:.2e} ({name}); end-to-end spread: "
+                  + ", ".join(f"{k} {v:.1e}" for k, v in e2e.items()))
         return 0
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-    bad = 0
-    total = 0
-    for name, preset, kind, seed in cases():
+    bad = total = 0
+    for name, preset, kind, seed in golden_cases():
         path = GOLDEN_DIR / name
         if args.check:
-            report = check_trace(path)
-            max_abs, max_rel = report.max_errors()
-            print(f"{name:32s} {'ok' if report.ok else 'FAIL':4s} max abs {max_abs:.2e} max rel {max_rel:.2e}")
-            bad += not report.ok
+            report = check_trace(path, drift=False)
+            fresh = compare_traces(recompute(golden_trace(preset, kind, seed)), golden_trace(preset, kind, seed))
+            print(f"{name:32s} {'ok' if report.ok and fresh.ok else 'FAIL'}")
+            bad += not (report.ok and fresh.ok)
         else:
-            trace = make(preset, kind, seed)
+            trace = golden_trace(preset, kind, seed)
             trace.save(path)
             size = path.stat().st_size
             total += size

@@ -72,7 +72,7 @@ def register_cli(subparsers) -> None:
     c.add_argument("file", help="trace file (.npz)")
     c.add_argument("--mode", choices=("stage-wise", "end-to-end"), default="stage-wise",
                    help="stage-wise (default) or end-to-end comparison")
-    tol = ", ".join(f"{k} {v:g}" for k, v in TOLERANCES.items())
+    tol = ", ".join(f"{k} {v[0]:g}" for k, v in TOLERANCES.items())
     c.add_argument("--rtol", type=float, default=None,
                    help=f"relative tolerance (stage-wise default by the trace's dtype: {tol}; "
                         f"end-to-end default {DEFAULT_RTOL:g})")

@@ -84,7 +84,8 @@ def _drift_section(trace: Trace, own: Trace) -> list[str]:
         d = _rel(own[k], trace[k], theta if k == "theta_new" else None)
         s = spread[k]
         lines.append(f"  {k:<22} {d:>10.1e} {s:>15.1e}")
-        ratio = d / s if s > 0 else (0.0 if d == 0 else math.inf)
+        floor = 10 * float(np.finfo(np.float32 if trace.dtype == "float32" else np.float64).eps)
+        ratio = d / max(s, floor)
         if ratio > worst_ratio:
             worst_ratio, worst_key = ratio, k
     if worst_key is None or worst_ratio <= 1.0:

@@ -73,6 +73,8 @@ class Report:
     mode: str = "end-to-end"
     #: Text of the drift section (stage-wise reports; empty otherwise).
     drift: list[str] = field(default_factory=list)
+    #: Stage-wise: the rounding floor relative to a quantity's terms.
+    terms_rtol: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -144,8 +146,8 @@ class Report:
         out = list(self.header)
         if self.mode == "stage-wise":
             out.append("stage-wise: each quantity recomputed from the candidate's own upstream values; "
-                       f"max|cand - ref| <= rtol * scale (rtol {self.rtol:g}; scale max|ref| or the size of the "
-                       "terms of a quantity that cancels); decisions exact")
+                       f"max|cand - ref| <= max(rtol * max|ref|, terms_rtol * terms) (rtol {self.rtol:g}, "
+                       f"terms_rtol {self.terms_rtol:g}); decisions exact")
         else:
             out.append(f"end-to-end: max|cand - ref| <= atol + rtol * max|ref|  (rtol {self.rtol:g}, "
                        f"atol {self.atol:g}); decisions exact")

@@ -27,10 +27,12 @@ The residual vectors r_k are not in a trace; they are rebuilt by CG's own
 recurrence r_{k+1} = r_k − α_k (F+λI)p_k from the candidate's r₀, α_k and
 products, so their rounding adds up but is never amplified.
 
-Each row passes when ``max|c − r| ≤ rtol · scale``: the scale is max|r|, or
-for a quantity that cancels the size of its terms (the surrogate at θ_old is
-≈0 with normalised advantages; its terms are mean|Â|).  ``rtol`` depends on
-the dtype the candidate computed in (:data:`~trpo_ref.oracle.schema.TOLERANCES`).
+Each row passes when ``max|c − r| ≤ max(rtol·max|r|, terms_rtol·terms)``:
+relative to the value, with a rounding floor relative to the size of the
+terms it is computed from, which matters for a quantity that cancels (the
+surrogate at θ_old is ≈0 with normalised advantages; its terms are mean|Â|).
+Both depend on the dtype the candidate computed in
+(:data:`~trpo_ref.oracle.schema.TOLERANCES`).
 """
 
 from __future__ import annotations
@@ -111,10 +113,13 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
     """
     from .record import recompute
 
+    rtol_default, terms_default = tolerance(trace.dtype)
     if rtol is None:
-        rtol = tolerance(trace.dtype)
+        rtol = rtol_default
     if not (rtol >= 0 and math.isfinite(rtol)):
         raise ValueError(f"rtol must be finite and >= 0, got {rtol!r}")
+    # a quantity's rounding floor is terms_rtol·(its terms); with another rtol, the same ratio
+    terms_factor = terms_default / rtol_default
     own = recompute(trace) if own is None else own
     policy, cfg = trace.policy, trace.config
     C = {k: (v.astype(np.float64) if v.dtype.kind == "f" else v) for k, v in trace.arrays.items()}
@@ -142,7 +147,10 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
         return (prep.kl_scale * fv if prep.kl_scale != 1.0 else fv) + cfg.cg_damping * v
 
     def row(name, desc, ref, c, scale=None, locate=None):
-        """Compare; c None: not recorded (skipped)."""
+        """Compare; ``scale`` is the size of the terms (None: the value alone); c None: skipped."""
+        if scale is not None:
+            value = float(np.abs(np.asarray(ref, np.float64)).max()) if np.size(ref) else 0.0
+            scale = max(value if math.isfinite(value) else 0.0, terms_factor * scale)
         if c is None:
             rows.append(Row(name, desc, tuple(np.shape(ref)), math.nan, math.nan, "skipped", "not recorded"))
             return
@@ -396,7 +404,9 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
     notes = []
     if borrowed:
         notes.append("not recorded by the candidate, taken from trpo_ref's own chain: " + ", ".join(borrowed))
-    return Report(rows, rtol, 0.0, header, notes, mode="stage-wise")
+    report = Report(rows, rtol, 0.0, header, notes, mode="stage-wise")
+    report.terms_rtol = terms_factor * rtol
+    return report
 
 
 def cand_item(key, j, ours, C, borrowed):
