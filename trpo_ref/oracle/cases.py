@@ -83,42 +83,57 @@ def golden_trace(preset: str, kind: str, seed: int) -> Trace:
 
 
 # -------------------------------------------------------------- realistic
-#: kind -> (seed, obs_dim, out_dim, preset) of the realistic cases.  The baselines preset normalises
-#: the advantages, and its Fisher on every 5th sample misjudges the curvature, so the KL of the full
-#: step overshoots 1.5δ and the line search backtracks (to try 3, Gaussian; try 2, categorical).
-REALISTIC_CASES = {"gaussian": (7, 17, 6, "baselines"), "categorical": (8, 8, 4, "baselines")}
+#: kind -> (seed, observation scales, outputs, δ) of the realistic cases: Pendulum-like (3 observations,
+#: the last a velocity in [−8, 8]; one action dimension) and CartPole-like (4 observations; 2 actions).
+REALISTIC_CASES = {
+    "gaussian": (1, (1.0, 1.0, 8.0), 1, 1.0),
+    "categorical": (1, (2.4, 2.0, 0.2, 8.0), 2, 0.1),
+}
 
 
 def realistic_case(kind: str = "gaussian", seed: int | None = None, n: int = 256, hidden_sizes=(64, 64),
-                   preset: str | None = None, max_kl: float = 0.5, cg_damping: float = 1e-3):
+                   preset: str = "baselines", max_kl: float | None = None, cg_damping: float = 1e-3):
     """A realistic update: ``(policy, theta_old, batch, config)``.
 
-    A 64×64 tanh network (obs 17 → 6 actions, Gaussian; obs 8 → 4 actions,
-    categorical), N = 256 samples, CG at its cap without converging.  The
-    advantages carry a signal — samples far from the mean are bad (Gaussian:
-    Â = −Σ((a−μ)/σ)² + noise, so the step shrinks σ), action 0 is good
-    (categorical) — and the config is ``preset`` (default: the kind's in
-    :data:`REALISTIC_CASES`) with δ = ``max_kl`` (0.5) and
-    λ = ``cg_damping`` (1e-3): with little damping the quadratic model is
-    tight, the third-order growth of the KL overshoots δ and the line search
-    backtracks.  ``logp_old`` is rounded to float32, as a float32 sampler
-    records it.
+    A 64×64 tanh network near its initialisation (orthogonal init + 0.05·N(0, 1)),
+    observations on the scales of Pendulum (Gaussian, one action dimension) or
+    CartPole (categorical, two actions) with one feature spread over [−8, 8],
+    N = 256 samples.  The advantages carry a signal — samples far from the mean
+    are bad (Gaussian: Â = −((a−μ)/σ)² + noise), action 0 is good (categorical)
+    — and ``logp_old`` is rounded to float32, as a float32 sampler records it.
+    The config is ``preset`` (baselines: it normalises the advantages, and its
+    Fisher on every 5th sample lets the full step overshoot the trust region)
+    with little damping (λ = 1e-3) and δ = 1 (Gaussian) or 0.1 (categorical).
+
+    On these cases CG runs to its 10-iteration cap without converging and its
+    late iterates are chaotic: trpo_ref recomputed with the batch summed in
+    another order moves the step direction by ~1e-5 (Gaussian) and ~1e-3
+    (categorical) relative, as on the real library updates of the review; and
+    the line search backtracks twice.
     """
-    s, obs_dim, out_dim, default_preset = REALISTIC_CASES[kind]
+    from ..policy import CategoricalMLPPolicy, GaussianMLPPolicy
+
+    s, scales, out_dim, delta = REALISTIC_CASES[kind]
     seed = s if seed is None else seed
-    preset = default_preset if preset is None else preset
-    policy, theta, batch = synthetic_case(kind, seed, n=n, obs_dim=obs_dim, act_dim=out_dim,
-                                          hidden_sizes=hidden_sizes)
-    noise = 0.3 * np.random.default_rng(seed + 1000).standard_normal(n)
+    rng = np.random.default_rng(seed)
+    scales = np.asarray(scales)
     if kind == "gaussian":
-        (mean, log_std), _ = policy._dist(theta, batch.obs)
-        adv = -np.sum(((batch.act - mean) / np.exp(log_std)) ** 2, axis=1) + noise
+        policy = GaussianMLPPolicy(scales.shape[0], out_dim, tuple(hidden_sizes))
     else:
-        adv = np.where(batch.act == 0, 2.0, -1.0) + noise
-    config = TRPOConfig.preset(preset, max_kl=max_kl, cg_damping=cg_damping)
-    # logp_old as a float32 sampler records it: the ratio at θ_old is 1 only to float32 rounding.
-    logp_old = batch.logp_old.astype(np.float32).astype(np.float64)
-    return policy, theta, Batch(batch.obs, batch.act, adv, logp_old), config
+        policy = CategoricalMLPPolicy(scales.shape[0], out_dim, tuple(hidden_sizes))
+    theta = backend.to_numpy(policy.init_params(seed)) + 0.05 * rng.standard_normal(policy.num_params)
+    obs = rng.uniform(-1.0, 1.0, (n, scales.shape[0])) * scales
+    act, logp = policy.sample(theta, obs, rng)
+    act, logp = backend.to_numpy(act), backend.to_numpy(logp)
+    noise = 0.3 * rng.standard_normal(n)
+    if kind == "gaussian":
+        (mean, log_std), _ = policy._dist(theta, obs)
+        adv = -np.sum(((act - mean) / np.exp(log_std)) ** 2, axis=1) + noise
+    else:
+        adv = np.where(act == 0, 2.0, -1.0) + noise
+    config = TRPOConfig.preset(preset, max_kl=delta if max_kl is None else max_kl, cg_damping=cg_damping)
+    logp_old = logp.astype(np.float32).astype(np.float64)
+    return policy, theta, Batch(obs, act, adv, logp_old), config
 
 
 # ---------------------------------------------------------- planted bugs

@@ -193,7 +193,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
     if c_ent:
         g_ref = g_ref + c_ent * policy.entropy_grad(theta, prep.obs)
     row("g", OUTPUT_KEYS["g"], g_ref, C.get("g"), locate=locate_p)
-    g = cand("g", O["g"])
+    g = cand("g", g_ref)
 
     n_iter_c = int(C.get("cg_n_iter", O["cg_n_iter"]))
     method = cfg.method
@@ -205,7 +205,14 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
         # a product's rounding (relative to ‖A‖‖v‖, not to a small ‖Av‖).
         V = cand("fisher_v", O["fisher_v"])
         AV = [A(v) for v in V]
-        step_c = cand("step_dir", O["step_dir"])
+        iters = C.get("cg_iterates")
+        if iters is not None and n_iter_c > 0 and iters.shape[0] >= n_iter_c:
+            last = iters[n_iter_c - 1]
+        elif n_iter_c == 0:
+            last = x0_in if x0_in is not None else np.zeros_like(theta)
+        else:
+            last = O["step_dir"]
+        step_c = cand("step_dir", last)
         Ax = A(step_c)
         Ax0 = A(x0_in) if x0_in is not None else None
         gains = [np.abs(av).max() / np.abs(v).max() for v, av in zip([*V, step_c], [*AV, Ax]) if np.abs(v).max() > 0]
@@ -216,7 +223,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
 
         if x0_in is not None:
             row("Fx0", OUTPUT_KEYS["Fx0"], Ax0, C.get("Fx0"), A_scale(x0_in, Ax0), locate_p)
-            Fx0 = cand("Fx0", O.get("Fx0", Ax0))
+            Fx0 = cand("Fx0", Ax0)
             r = g - Fx0
             r_scale = float(np.abs(g).max() + np.abs(Fx0).max())
             rn_scale = float(np.linalg.norm(g) + np.linalg.norm(Fx0))
@@ -239,6 +246,8 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
             expected_n, converged = 0, True
         k = 0
         K = V.shape[0]
+        if "fisher_Fv" not in C and K:
+            borrowed.append("fisher_Fv")
         while k < K and not converged:
             p_c = V[k]
             row(f"fisher[{k}].v", f"CG direction p_{k}", p_ref, item("fisher_v", k), scale=p_scale, locate=locate_p)
@@ -287,18 +296,10 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
         exact("cg.breakdown", OUTPUT_KEYS["cg_breakdown"], np.array(breakdown), C.get("cg_breakdown"))
 
         # ---------------------------------------------------------- x, β, full step
-        iters = C.get("cg_iterates")
-        n_c = n_iter_c
-        if iters is not None and n_c > 0 and iters.shape[0] >= n_c:
-            last = iters[n_c - 1]
-        elif n_c == 0:
-            last = x0_in if x0_in is not None else np.zeros_like(theta)
-        else:
-            last = O["step_dir"]
         row("step_dir", OUTPUT_KEYS["step_dir"], last, C.get("step_dir"), locate=locate_p)
         x = step_c
         row("Fx", OUTPUT_KEYS["Fx"], Ax, C.get("Fx"), A_scale(x, Ax), locate_p)
-        Fx = cand("Fx", O["Fx"])
+        Fx = cand("Fx", Ax)
         xFx_ref = float(x @ Fx)
         row("xFx", OUTPUT_KEYS["xFx"], xFx_ref, C.get("xFx"), scale=float(np.abs(x * Fx).sum()))
         xFx = float(cand("xFx", xFx_ref))
@@ -325,8 +326,8 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
         row("full_step", OUTPUT_KEYS["full_step"], full_ref, C.get("full_step"), locate=locate_p)
         row("expected_improvement", OUTPUT_KEYS["expected_improvement"], exp_ref, C.get("expected_improvement"),
             scale=exp_scale)
-    full = cand("full_step", O["full_step"])
-    expected = float(cand("expected_improvement", O["expected_improvement"]))
+    full = cand("full_step", full_ref)
+    expected = float(cand("expected_improvement", exp_ref))
 
     # ---------------------------------------------------------- line search
     accepted = None
@@ -403,7 +404,8 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
                   f"N = {C['obs'].shape[0]}")
     notes = []
     if borrowed:
-        notes.append("not recorded by the candidate, taken from trpo_ref's own chain: " + ", ".join(borrowed))
+        notes.append("not recorded by the candidate, taken from trpo_ref's own chain (recomputed from the "
+                     "candidate's upstream values where it has them): " + ", ".join(borrowed))
     report = Report(rows, rtol, 0.0, header, notes, mode="stage-wise")
     report.terms_rtol = terms_factor * rtol
     return report
