@@ -681,15 +681,23 @@ class FisherOperator:
     obs_no : array (N, obs_dim)
     damping : float
         λ ≥ 0.
+    block_rows : int or None
+        Samples per block of the NumPy path (``None``: a block of about
+        128 KiB per layer, :func:`trpo_ref.mlp.default_block_rows`); the
+        operator's temporaries are O(block_rows), not O(N).
     """
 
-    def __init__(self, policy: _MLPPolicy, theta_p, obs_no, damping: float = 0.0):
+    def __init__(self, policy: _MLPPolicy, theta_p, obs_no, damping: float = 0.0,
+                 block_rows: int | None = None):
         damping = float(damping)
         if not (damping >= 0.0 and math.isfinite(damping)):
             raise ValueError(f"damping must be finite and >= 0, got {damping}")
+        if block_rows is not None and int(block_rows) < 1:
+            raise ValueError(f"block_rows must be >= 1 or None, got {block_rows}")
         theta_p, obs_no = policy._check_inputs(theta_p, obs_no)
         self.policy = policy
         self.damping = damping
+        self.block_rows = block_rows
         self.num_params = policy.num_params
         self.n = obs_no.shape[0]
         self.n_products = 0
@@ -705,24 +713,30 @@ class FisherOperator:
             self._metric = None
             self._probs = xp.exp(Categorical.log_softmax(out))
 
+    def _metric_rows(self, out_dot, start, stop):
+        """M_n (J v)_n / N for the samples ``start:stop`` (in place where it may)."""
+        if self._probs is None:
+            out_dot *= self._metric  # M = diag(1/σ²); out_dot is a fresh product
+            return out_dot
+        return Categorical.fisher_product_probs(self._probs[start:stop, ...], out_dot) / self.n  # (diag p − p pᵀ) J v / N
+
     def __call__(self, v_p):
         r"""(F + λI)v for a vector v of shape (P,): one jvp, the metric M, one vjp.
 
         .. math:: (F + \lambda I)v = \frac1N\sum_n J_n^\top\big(M_n(J_n v)\big) + \lambda v
+
+        The sum runs in blocks of ``block_rows`` samples on NumPy
+        (:meth:`trpo_ref.mlp.MLP.gauss_newton_product`); blocking changes only the
+        order of the sum over samples.
         """
         xp = self._xp
         if tuple(v_p.shape) != (self.num_params,):
             raise ValueError(f"v must have shape ({self.num_params},), got {tuple(v_p.shape)}")
         self.n_products += 1
-        mlp = self.policy.mlp
-        out_dot = mlp.jvp(self._cache, v_p[: self._p_mlp])  # J v
+        fv = self.policy.mlp.gauss_newton_product(self._cache, v_p[: self._p_mlp], self._metric_rows,
+                                                  self.block_rows)  # Jᵀ M J v / N
         if self._probs is None:
-            u = out_dot * self._metric  # M J v / N, M = diag(1/σ²)
-            fv, _ = mlp.vjp(self._cache, u, input_grad=False)  # Jᵀ M J v / N
             fv = xp.concat([fv, 2 * v_p[self._p_mlp:]])  # log σ block: 2 v
-        else:
-            u = Categorical.fisher_product_probs(self._probs, out_dot) / self.n  # (diag p − p pᵀ) J v / N
-            fv, _ = mlp.vjp(self._cache, u, input_grad=False)
         if self.damping:
             fv = fv + self.damping * v_p
         return fv
