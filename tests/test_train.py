@@ -154,19 +154,20 @@ def test_progress__undefined_explained_variance_is_an_empty_cell(tmp_path, monke
     assert read_progress(tmp_path / "progress.csv")[0]["explained_variance"] == ""
 
 
-def test_truncate__rewrites_through_a_temporary_file_and_os_replace(tmp_path, monkeypatch):
-    from trpo_ref.train import _truncate_episodes, _truncate_progress
+def test_trim__rewrites_through_a_temporary_file_and_os_replace(tmp_path, monkeypatch):
+    from trpo_ref.rundir import CSVLog
 
-    p, e = tmp_path / "progress.csv", tmp_path / "episodes.csv"
-    p.write_text("iteration,x\n1,a\n2,b\n")
-    e.write_text("iteration,total_steps,return,length\n1,64,1.0,3\n2,128,2.0,4\n3,19")
+    p = CSVLog(tmp_path / "progress.csv", ("iteration", "x"), one_row_per_iteration=True)
+    e = CSVLog(tmp_path / "episodes.csv", ("iteration", "total_steps", "return", "length"), False)
+    p.path.write_text("iteration,x\n1,a\n2,b\n")
+    e.path.write_text("iteration,total_steps,return,length\n1,64,1.0,3\n2,128,2.0,4\n3,19")
     replaced, real = [], os.replace
     monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append(Path(b)), real(a, b)))
-    _truncate_progress(p, 1)
-    _truncate_episodes(e, 1)
-    assert replaced == [p, e]  # a kill mid-write leaves the old file, never a half-written one
-    assert p.read_text() == "iteration,x\n1,a\n"
-    assert e.read_text() == "iteration,total_steps,return,length\n1,64,1.0,3\n"
+    p.replace(p.trimmed(1))
+    e.replace(e.trimmed(1))
+    assert replaced == [p.path, e.path]  # a kill mid-write leaves the old file, never a half-written one
+    assert p.path.read_text() == "iteration,x\n1,a\n"
+    assert e.path.read_text() == "iteration,total_steps,return,length\n1,64,1.0,3\n"
     assert not list(tmp_path.glob("*.tmp"))
 
 
