@@ -248,8 +248,8 @@ def test_missing_entries_name_the_file_and_the_entry(capsys, tmp_path):
                     "missing entry 'checksum'")
     meta = json.loads(str(arrays["meta"]))
     meta["format"] = 1  # a format-1 checkpoint has no checksum: the missing entry itself is reported
-    np.savez(d / "checkpoint.npz", **{k: v for k, v in arrays.items() if k not in (rollout_key, "checksum")},
-             **{"meta": np.array(json.dumps(meta))})
+    np.savez(d / "checkpoint.npz", **{k: v for k, v in arrays.items() if k not in (rollout_key, "checksum", "meta")},
+             meta=np.array(json.dumps(meta)))
     _one_line_error(*_run(["train", "CartPole-v1", "--resume", "--out", str(d)], capsys), "checkpoint.npz",
                     "missing entry")
 
