@@ -61,16 +61,19 @@ def _workers_ignore_sigint(active: bool):
 
     Ctrl-C reaches every process of the terminal's process group; the workers
     would each print a KeyboardInterrupt traceback.  With SIGINT ignored there,
-    only this process is interrupted and it stops the workers itself.
+    only this process is interrupted and it stops the workers itself (SIGTERM,
+    at its default action in the workers: they end without a word).
     """
     if not active or threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_term = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a worker told to stop just stops
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
 
 
 def make_vector_env(env_id: str, n_envs: int, vectorization: str = "sync", env_kwargs: dict | None = None):
@@ -422,6 +425,8 @@ class VectorRollout:
             instead of asking each to close.
         """
         if terminate and hasattr(self.envs, "processes"):
-            self.envs.close(terminate=True)
+            with warnings.catch_warnings():  # "close while waiting for a pending step": that is the point
+                warnings.simplefilter("ignore")
+                self.envs.close(terminate=True)
         else:
             self.envs.close()

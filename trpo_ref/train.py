@@ -869,8 +869,9 @@ def _train(cfg, trpo_cfg, run_dir: Path, *, resume, quiet, plot, tensorboard_log
     lines = not quiet and bar is None
     row: dict[str, Any] = {}
     last_ckpt_t = time.monotonic()
+    loop = iterate(cfg, trpo_cfg, trainer)
     try:
-        for rec in iterate(cfg, trpo_cfg, trainer):
+        for rec in loop:
             row = rec.row
             it = row["iteration"]
             progress.append([[row[c] for c in PROGRESS_COLUMNS]])
@@ -901,6 +902,7 @@ def _train(cfg, trpo_cfg, run_dir: Path, *, resume, quiet, plot, tensorboard_log
                 rundir.save_checkpoint(run_dir, meta, arrays)
                 last_ckpt_t = now
     finally:
+        loop.close()  # on an interrupt: stops the env workers now (iterate's finally)
         if bar is not None:
             bar.close()
         if writer is not None:
