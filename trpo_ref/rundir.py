@@ -164,6 +164,7 @@ class CSVLog:
         return buf.getvalue()
 
     def header(self) -> str:
+        """The header line."""
         return self.format_rows([self.columns])
 
     def create(self) -> None:
