@@ -81,6 +81,11 @@ def test_eval__evaluations_npz_in_sb3_layout_and_best_policy(tmp_path, capsys):
     seed = int(np.random.SeedSequence([0, 6, [64, 128][best]]).generate_state(1)[0] % (2**31))
     assert np.mean(evaluate(policy, theta, env, 3, True, seed, norm)) == means[best]
     assert json.loads((d / "config.json").read_text())["train"]["eval_freq"] == 64
+    capsys.readouterr()
+    assert main(["eval", str(d), "--best", "--episodes", "3", "--deterministic", "--seed", str(seed)]) == 0
+    assert f"mean return {means[best]:.2f}" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path), "--best"]) == 2
+    assert "--eval-freq" in capsys.readouterr().err
 
 
 def test_eval__does_not_change_training_and_survives_resume(tmp_path, capsys, monkeypatch):

@@ -42,8 +42,9 @@ def trained_run(tmp_path_factory):
 # ----------------------------------------------------------------------- help
 @pytest.mark.parametrize("command, options", [
     ("train", ["--seed", "--total-steps", "--preset", "--n-envs", "--n-steps", "--async", "--device", "--dtype",
-               "--config", "--out", "--resume", "--quiet", "--threads", "--no-plot"]),
-    ("eval", ["--episodes", "--deterministic", "--seed"]),
+               "--config", "--out", "--resume", "--quiet", "--threads", "--no-plot", "--eval-freq",
+               "--eval-episodes", "--eval-stochastic", "--tensorboard-log"]),
+    ("eval", ["--episodes", "--deterministic", "--seed", "--best"]),
     ("plot", ["--output"]),
 ])
 def test_help__explains_every_option(command, options, capsys):

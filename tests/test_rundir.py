@@ -176,8 +176,8 @@ def test_resume__a_run_killed_before_its_first_checkpoint_restarts_and_equals_th
 
 def test_resume__sigkill_before_the_first_checkpoint(straight, tmp_path):
     d = tmp_path / "run"
-    # one long first iteration (4096 steps) so that the kill lands inside it
-    args = [sys.executable, "-m", "trpo_ref", "train", "CartPole-v1", "--n-steps", "4096", "--total-steps", "8192",
+    # one long iteration (4096 steps, about a second) so that the kill lands inside it
+    args = [sys.executable, "-m", "trpo_ref", "train", "CartPole-v1", "--n-steps", "4096", "--total-steps", "4096",
             "--quiet", "--no-plot", "--out", str(d)]
     proc = subprocess.Popen(args, env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 60

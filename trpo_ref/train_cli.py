@@ -127,6 +127,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--deterministic", action="store_true",
                    help="take the mode of the policy (mean action / most likely action) instead of sampling")
     p.add_argument("--seed", type=_nonneg_int, default=12345, help="seed of the episodes and of the action noise")
+    p.add_argument("--best", action="store_true",
+                   help="the policy of the best evaluation during training (best_policy.npz, from --eval-freq) "
+                        "instead of the final one")
     p.set_defaults(func=cmd_eval)
 
     # ------------------------------------------------------------------- plot
@@ -353,8 +356,10 @@ def cmd_eval(args) -> int:
     from .train import evaluate, load_policy
 
     run_dir = _run_dir_of(args.run_dir)
-    path = run_dir / "policy.npz"
+    path = run_dir / ("best_policy.npz" if args.best else "policy.npz")
     if not path.is_file():
+        if args.best:
+            raise CLIError(f"{run_dir} has no best_policy.npz (train with --eval-freq N to keep the best policy)")
         raise CLIError(f"{run_dir} has no policy.npz (is it a finished 'trpo-ref train' run?)")
     policy, theta, norm, env_id = load_policy(path)
     returns = evaluate(policy, theta, env_id, args.episodes, args.deterministic, args.seed, norm)
