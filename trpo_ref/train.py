@@ -313,7 +313,8 @@ WALL_CLOCK_COLUMNS = ("wall_s", "steps_per_s")
 #: iteration, its (raw) return and length.
 EPISODE_COLUMNS = ("iteration", "total_steps", "return", "length")
 
-#: TensorBoard scalar -> progress column, under SB3 / SB3-contrib TRPO's key names.
+#: TensorBoard scalar -> progress column: SB3 / SB3-contrib TRPO's key names where they exist (rollout/, time/,
+#: train/kl_divergence_loss, train/explained_variance, train/value_loss, train/is_line_search_success).
 TENSORBOARD_KEYS = {
     "rollout/ep_rew_mean": "ep_return_mean",
     "rollout/ep_len_mean": "ep_len_mean",
@@ -322,7 +323,7 @@ TENSORBOARD_KEYS = {
     "train/value_loss": "value_loss",
     "train/entropy": "entropy",
     "train/is_line_search_success": "ls_accepted",
-    "train/policy_objective": "surrogate_change",
+    "train/surrogate_change": "surrogate_change",
     "time/fps": "steps_per_s",
     "time/iterations": "iteration",
     "time/total_timesteps": "total_steps",
