@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trpo_ref.trpo import TRPOConfig
 from trpo_ref.train import (PROGRESS_COLUMNS, WALL_CLOCK_COLUMNS, TrainConfig, build_configs, load_policy,
                             read_progress, train)
 
@@ -231,3 +232,21 @@ def test_trainer__state_dict_round_trip_continues_exactly(tmp_path):
     assert [drop(r) for r in rows_a[2:]] == [drop(r) for r in rows_c]
     assert np.array_equal(a.theta, c.theta)
     a.close(), c.close()
+
+
+def test_trainer__step_config_sets_each_update_from_its_batch():
+    import dataclasses
+
+    from trpo_ref.train import Trainer
+
+    cfg, _ = _cfg("CartPole-v1", n_envs=1, n_steps=32, total_steps=64)
+    seen = []
+
+    def npg_step(tc, batch):
+        seen.append(len(batch))
+        return dataclasses.replace(tc, method="npg", step_size=0.5)
+
+    t = Trainer(cfg, TRPOConfig(), step_config=npg_step)
+    rec = t.step()
+    t.close()
+    assert seen == [32] and rec.info.status == "fixed_step"  # the update ran with the returned config

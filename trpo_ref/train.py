@@ -481,11 +481,16 @@ class Trainer:
     ----------
     cfg : TrainConfig
     trpo_cfg : TRPOConfig
+    step_config : callable, optional
+        ``step_config(trpo_cfg, batch) -> TRPOConfig``: the config of each update from its
+        batch (e.g. a step size computed from the advantages, as scripts/experiments.py's
+        penalty rule does).  Default: ``trpo_cfg`` for every update.
     """
 
-    def __init__(self, cfg: TrainConfig, trpo_cfg: TRPOConfig):
+    def __init__(self, cfg: TrainConfig, trpo_cfg: TRPOConfig, step_config=None):
         check_trainable(cfg, trpo_cfg)
         self.cfg, self.trpo_cfg = cfg, trpo_cfg
+        self.step_config = step_config
         self.xp, self.dev = backend.get_namespace(cfg.device)
         self.dtype = backend.resolve_dtype(self.xp, cfg.dtype)
         self.rollout = VectorRollout(cfg.env_id, cfg.n_envs, cfg.seed, cfg.vectorization)
@@ -599,7 +604,10 @@ class Trainer:
         logp_old = policy.log_prob(self.theta, obs_no, act)
         step_cfg = dataclasses.replace(self.trpo_cfg,
                                        seed=int(np.random.SeedSequence([cfg.seed, 5, it]).generate_state(1)[0]))
-        self.theta, info = trpo_step(policy, self.theta, Batch(obs_no, act, adv_n, logp_old), step_cfg)
+        update_batch = Batch(obs_no, act, adv_n, logp_old)
+        if self.step_config is not None:
+            step_cfg = self.step_config(step_cfg, update_batch)
+        self.theta, info = trpo_step(policy, self.theta, update_batch, step_cfg)
 
         # ---- 4. the critic
         ev = explained_variance(val_n, ret_n)
