@@ -30,6 +30,7 @@ on the natural gradient method", JMLR 2020, §9 (the Gauss-Newton form JᵀMJ).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Sequence
 
 import numpy as np
@@ -57,6 +58,9 @@ class _MLPPolicy:
         if int(obs_dim) < 1:
             raise ValueError(f"obs_dim must be >= 1, got {obs_dim}")
         self.obs_dim = int(obs_dim)
+        if isinstance(hidden_sizes, (str, bytes)) or not all(
+                isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden_sizes):
+            raise ValueError(f"hidden_sizes must be a sequence of integers >= 1, got {hidden_sizes!r}")
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.activation = activation
         self.hidden_gain = float(hidden_gain)
@@ -150,7 +154,7 @@ class _MLPPolicy:
         xp = backend.namespace(theta_p)
         if tuple(theta_p.shape) != (self.num_params,):
             raise ValueError(f"{name} must have shape ({self.num_params},) for this policy, got {tuple(theta_p.shape)}")
-        if not xp.isdtype(theta_p.dtype, "real floating"):
+        if theta_p.dtype not in (xp.float32, xp.float64):
             raise ValueError(f"{name} must be a float32 or float64 array, got {theta_p.dtype}")
         _require_finite(xp, theta_p, name)
         return theta_p
@@ -732,6 +736,7 @@ class FisherOperator:
         xp = self._xp
         if tuple(v_p.shape) != (self.num_params,):
             raise ValueError(f"v must have shape ({self.num_params},), got {tuple(v_p.shape)}")
+        _require_finite(xp, v_p, "v")
         self.n_products += 1
         fv = self.policy.mlp.gauss_newton_product(self._cache, v_p[: self._p_mlp], self._metric_rows,
                                                   self.block_rows)  # Jᵀ M J v / N

@@ -62,6 +62,11 @@ class Batch:
     logp_old: Any
 
     def __post_init__(self):
+        for name in ("obs", "act", "adv", "logp_old"):
+            arr = getattr(self, name)
+            if not (hasattr(arr, "shape") and hasattr(arr, "dtype")):
+                raise TypeError(f"batch.{name} must be an array (NumPy, CuPy, ...), got {type(arr).__name__}: "
+                                "convert it with numpy.asarray")
         n = self.obs.shape[0] if len(self.obs.shape) else 0
         if len(self.obs.shape) != 2 or n == 0:
             raise ValueError(f"batch is empty or obs is not 2-D (shape {tuple(self.obs.shape)}): need (N, obs_dim) with N >= 1")

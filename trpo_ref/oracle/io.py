@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_savez
 from ..policy import policy_from_spec
 from ..trpo import Batch, TRPOConfig
 from .schema import FIELDS, FORMAT_NAME, FORMAT_VERSION, INPUT_KEYS, OUTPUT_KEYS, READ_VERSIONS
@@ -107,8 +106,9 @@ class Trace:
     def save(self, path) -> Path:
         """Write a compressed ``.npz`` atomically (temporary file, then rename).
 
-        A reader never sees a half-written trace: the file appears complete or
-        not at all, and the temporary file is removed on failure.  Returns the path.
+        Through :func:`trpo_ref.fileio.atomic_savez`: a reader never sees a
+        half-written trace, the temporary file is removed on failure, and an
+        ``OSError`` names the file.  Returns the path.
         """
         path = Path(path)
         payload = {"meta_json": _encode_meta(self.meta)}
@@ -116,21 +116,7 @@ class Trace:
         for k, v in payload.items():
             if v.dtype == object:
                 raise ValueError(f"trace array {k!r} has dtype object; only numeric and bool arrays are allowed")
-        directory = path.parent if str(path.parent) else Path(".")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except OSError as exc:
-            _unlink(tmp)
-            raise OSError(exc.errno, f"cannot write trace {path}: {exc.strerror or exc}") from None
-        except BaseException:
-            _unlink(tmp)
-            raise
+        atomic_savez(path, payload, compressed=True)
         return path
 
     def with_arrays(self, **arrays) -> "Trace":
@@ -142,13 +128,6 @@ class Trace:
     def without(self, *keys: str) -> "Trace":
         """A copy without the given keys (a candidate that did not record them)."""
         return Trace(dict(self.meta), {k: v for k, v in self.arrays.items() if k not in keys})
-
-
-def _unlink(path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _encode_meta(meta: dict) -> np.ndarray:
