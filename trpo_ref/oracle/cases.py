@@ -23,7 +23,8 @@ import numpy as np
 from .. import backend
 from ..cg import conjugate_gradient
 from ..linesearch import improvement_ok, improvement_ratio, kl_ok
-from ..trpo import PRESETS, Batch, TRPOConfig, prepare_update, step_size
+from ..trpo import PRESETS, Batch, TRPOConfig, prepare_update
+from ..trpo import beta as step_beta
 from .io import Trace
 from .record import compute_trace, make_meta
 
@@ -278,7 +279,7 @@ def candidate_update(policy, theta, batch: Batch, config: TRPOConfig, *, bug: st
             rec["full"], rec["expected"] = cfg.step_size * x, cfg.step_size * float(np.sum(g * x))
             theta_new, status = th + rec["full"], "fixed_step"
         else:
-            beta = step_size(xFx / 2 if bug == "beta_without_factor_2" else xFx, cfg.max_kl, cfg.step_size_eps)
+            beta = step_beta(xFx / 2 if bug == "beta_without_factor_2" else xFx, cfg.max_kl, cfg.step_size_eps)
             full, expected = beta * x, beta * float(np.sum(g * x))
             rec.update(beta=beta, full=full, expected=expected)
             status = "line_search_failed"

@@ -272,6 +272,8 @@ def _check_shapes(raw: dict, policy, where: str) -> None:
                 if "n" in bound and size not in (bound["n"][0], bound["n"][0] + 1):
                     bad(f.key, f"({bound['n'][0]},) or ({bound['n'][0] + 1},) as {bound['n'][1]} says")
                 continue
+            if plus and size == 0 and bound.get(base, (0,))[0] == 0:
+                continue  # CG did not run (n_iter −1): no iterates, no residual norms
             if base in bound and bound[base][0] != value:
                 other = bound[base][1]
                 if base == "T":

@@ -42,7 +42,7 @@ import math
 import numpy as np
 
 from ..linesearch import improvement_ok, improvement_ratio, kl_ok
-from ..trpo import prepare_update, step_size
+from ..trpo import beta as step_beta, prepare_update
 from .compare import Report, Row, compare_float, param_locator
 from .io import Trace
 from .schema import OUTPUT_KEYS, tolerance
@@ -318,7 +318,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
         full_ref, exp_ref = cfg.step_size * x, cfg.step_size * float(g @ x)
         exp_scale = cfg.step_size * gx_terms
     else:
-        beta_ref = step_size(xFx, cfg.max_kl, cfg.step_size_eps)
+        beta_ref = step_beta(xFx, cfg.max_kl, cfg.step_size_eps)
         row("beta", OUTPUT_KEYS["beta"], beta_ref, C.get("beta"))
         beta = float(cand("beta", beta_ref))
         full_ref, exp_ref, exp_scale = beta * x, beta * float(g @ x), abs(beta) * gx_terms
