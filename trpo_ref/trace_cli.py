@@ -70,7 +70,7 @@ def register_cli(subparsers) -> None:
                     "2: unusable file.")
     one_line_errors(c, "check")
     c.add_argument("file", help="trace file (.npz)")
-    c.add_argument("--mode", choices=("stage-wise", "end-to-end"), default="stage-wise",
+    c.add_argument("--mode", choices=("stage-wise", "end-to-end"), default=None,
                    help="stage-wise (default) or end-to-end comparison")
     tol = ", ".join(f"{k} {v[0]:g}" for k, v in TOLERANCES.items())
     c.add_argument("--rtol", type=float, default=None,
@@ -154,7 +154,10 @@ def cmd_check(args) -> int:
         v = getattr(args, name)
         if v is not None and not (v >= 0 and v != float("inf")):
             raise CLIError(f"--{name} must be finite and >= 0")
-    if args.atol and args.mode == "stage-wise" and not args.reference:
+    if args.reference and (args.mode == "stage-wise" or args.no_drift):
+        raise CLIError("--reference compares two files end to end: --mode stage-wise and --no-drift do not apply")
+    args.mode = args.mode or ("end-to-end" if args.reference else "stage-wise")
+    if args.atol and args.mode == "stage-wise":
         raise CLIError("--atol applies to --mode end-to-end only (stage-wise scales a quantity that cancels "
                        "by its terms)")
     if args.reference:

@@ -187,10 +187,17 @@ def trace_from_arrays(arrays: dict[str, Any], where: str = "<trace>") -> Trace:
 
 def _upgrade_v1(meta: dict, raw: dict) -> None:
     """Version 1 kept (F+λI)x₀ as the first row of fisher_v / fisher_Fv; version 2 names it ``Fx0``."""
-    if "cg_x0" in raw and "fisher_v" in raw and "fisher_Fv" in raw and raw["fisher_v"].ndim == 2 \
-            and raw["fisher_v"].shape[0] > 0 and raw["fisher_v"].shape == raw["fisher_Fv"].shape:
-        raw["Fx0"] = raw["fisher_Fv"][0]
-        raw["fisher_v"], raw["fisher_Fv"] = raw["fisher_v"][1:], raw["fisher_Fv"][1:]
+    if "cg_x0" in raw:
+        if "fisher_Fv" in raw and raw["fisher_Fv"].ndim == 2 and raw["fisher_Fv"].shape[0] > 0:
+            raw["Fx0"] = raw["fisher_Fv"][0]
+            raw["fisher_Fv"] = raw["fisher_Fv"][1:]
+        if "fisher_v" in raw and raw["fisher_v"].ndim == 2 and raw["fisher_v"].shape[0] > 0:
+            raw["fisher_v"] = raw["fisher_v"][1:]
+    # version 1 accepted any numeric dtype for the flags: 0/1 integers become bools
+    for f in FIELDS:
+        a = raw.get(f.key)
+        if f.dtype == "bool" and a is not None and a.dtype.kind in "iu" and np.isin(a, (0, 1)).all():
+            raw[f.key] = a.astype(bool)
     meta["format_version"] = FORMAT_VERSION
     meta["upgraded_from"] = 1
 
@@ -215,6 +222,8 @@ def _validate(raw: dict[str, np.ndarray], where: str) -> Trace:
         raise ValueError(f"{where}: unknown keys ['Fx0'] (format version 1)")
     if fv == 1:
         _upgrade_v1(meta, raw)
+    if "Fx0" in raw and "cg_x0" not in raw:
+        raise ValueError(f"{where}: 'Fx0' ((F+λI)x₀) is recorded but 'cg_x0' (x₀) is not")
     missing = [f.key for f in FIELDS if f.required and f.key not in raw]
     if missing:
         raise ValueError(f"{where}: missing required keys {missing}")
