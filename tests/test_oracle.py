@@ -240,6 +240,22 @@ def test_tolerance_table_in_the_docs_is_the_code():
         assert f"| {dtype} | {e(rtol)} | {e(terms_rtol)} |" in doc, dtype
 
 
+@pytest.mark.parametrize("preset", ["paper", "sb3-contrib"])
+def test_schema__names_every_row_of_both_comparisons(preset):
+    # Each report row belongs to one schema key (Field.row), and every recorded output key
+    # has its rows in both the stage-wise and the end-to-end report.
+    policy, theta, batch = synthetic_case("gaussian", 0, n=30)
+    trace = compute_trace(policy, theta, batch, TRPOConfig.preset(preset, max_kl=0.5), preset)
+    derived = {"status", "ls.n_tries"}  # from the metadata / the rule, not a key
+    for report in (check_trace(trace, drift=False), check_trace(trace, mode="end-to-end")):
+        names = [r.name for r in report.rows]
+        owner = {n: [f.key for f in FIELDS if schema.row_pattern(f.key).match(n)] for n in names}
+        assert all(len(v) >= 1 for n, v in owner.items() if n not in derived), owner
+        for key in trace.arrays:
+            if schema.field(key).role == "output":
+                assert any(schema.row_pattern(key).match(n) for n in names), (report.mode, key)
+
+
 def test_schema__every_recorded_key_is_in_the_schema():
     policy, theta, batch = synthetic_case("gaussian", 0)
     tr = compute_trace(policy, theta, batch, TRPOConfig.preset("sb3-contrib"))

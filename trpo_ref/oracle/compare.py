@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .io import Trace, load_trace
-from .schema import DEFAULT_ATOL, DEFAULT_RTOL, INPUT_KEYS, OUTPUT_KEYS
+from .schema import DEFAULT_ATOL, DEFAULT_RTOL, FIELDS, INPUT_KEYS, OUTPUT_KEYS
 
 __all__ = ["Row", "Report", "compare_traces", "compare_files", "param_locator", "compare_float", "scale_of"]
 
-#: CG's sequences, compared on the scale of the whole sequence.
-_CG_SEQUENCES = ("fisher_v", "fisher_Fv", "cg_iterates", "cg_residual_norms", "cg_pAp")
+#: CG's sequences, compared on the scale of the whole sequence (the schema says which).
+_CG_SEQUENCES = tuple(f.key for f in FIELDS if "whole sequence" in f.end_to_end)
 _LS_FLOAT = ("ls_fraction", "ls_kl", "ls_improvement", "ls_expected_improvement", "ls_ratio")
 _LS_BOOL = ("ls_finite", "ls_kl_ok", "ls_improvement_ok", "ls_accepted")
 

@@ -15,7 +15,7 @@ from ..policy import policy_from_spec
 from ..trpo import Batch, TRPOConfig
 from .schema import FIELDS, FORMAT_NAME, FORMAT_VERSION, INPUT_KEYS, OUTPUT_KEYS, READ_VERSIONS
 
-__all__ = ["Trace", "load_trace", "trace_from_arrays", "version"]
+__all__ = ["Trace", "load_trace", "trace_from_arrays", "check_shapes", "version"]
 
 
 def version() -> str:
@@ -236,14 +236,14 @@ def _validate(raw: dict[str, np.ndarray], where: str) -> Trace:
         TRPOConfig.from_dict(meta["config"])
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{where}: {exc}") from None
-    _check_shapes(raw, policy, where)
+    check_shapes(raw, policy, where)
     return Trace(meta, raw)
 
 
 _KINDS = {"float": "f", "int": "iu", "bool": "b", "float|int": "fiu"}
 
 
-def _check_shapes(raw: dict, policy, where: str) -> None:
+def check_shapes(raw: dict, policy, where: str) -> None:
     """Every array against its schema shape and dtype; free symbols bound consistently."""
     obs = raw["obs"]
     if obs.ndim != 2 or obs.shape[0] < 1:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "READ_VERSIONS", "Field", "FIELDS", "INPUT_KEYS", "OUTPUT_KEYS",
-           "field", "markdown_table", "TOLERANCES", "tolerance", "DEFAULT_RTOL", "DEFAULT_ATOL"]
+           "field", "markdown_table", "row_names", "row_pattern", "TOLERANCES", "tolerance", "DEFAULT_RTOL", "DEFAULT_ATOL"]
 
 FORMAT_NAME = "trpo_ref.trace"
 #: Bumped whenever a key is added, removed, or changes shape, dtype or meaning
@@ -43,6 +43,7 @@ class Field(NamedTuple):
     stepinfo: str        #: where trpo_step's StepInfo (or its inputs) provides it
     end_to_end: str      #: how --mode end-to-end compares it
     stage_wise: str      #: what the stage-wise check recomputes it from
+    row: str = ""        #: the report's row name(s), k: CG step, j: try ("" = the key itself)
 
 
 F, I_, B = "float", "int", "bool"
@@ -74,22 +75,22 @@ FIELDS: tuple[Field, ...] = (
           "`info.Fx0`", "norm-wise", "(F+λI)·(the candidate's x₀)"),
     Field("fisher_v", "output", ("K", "P"), F, False, "CG's directions p₀, p₁, … whose Fisher products CG made",
           "`info.fisher_products[k][0]`", "norm-wise on the whole sequence's scale",
-          "p₀ = r₀; p_{k+1} = r_{k+1} + (‖r_{k+1}‖²/‖r_k‖²)·(the candidate's p_k)"),
+          "p₀ = r₀; p_{k+1} = r_{k+1} + (‖r_{k+1}‖²/‖r_k‖²)·(the candidate's p_k)", row="fisher[k].v"),
     Field("fisher_Fv", "output", ("K", "P"), F, False, "(F + λI)p_k (with SB3's \"mean\" reduction: F/A + λI)",
           "`info.fisher_products[k][1]`", "norm-wise on the whole sequence's scale",
-          "(F+λI)·(the candidate's p_k)"),
+          "(F+λI)·(the candidate's p_k)", row="fisher[k].Fv"),
     Field("cg_iterates", "output", ("n", "P"), F, False, "CG iterates x₁ … xₙ", "`info.cg.iterates`",
-          "norm-wise on the whole sequence's scale", "x_k + α_k p_k from the candidate's x_k, p_k, ‖r_k‖, pₖᵀAp_k"),
+          "norm-wise on the whole sequence's scale", "x_k + α_k p_k from the candidate's x_k, p_k, ‖r_k‖, pₖᵀAp_k", row="cg.x[k+1]"),
     Field("cg_residual_norms", "output", ("n+1",), F, False, "‖r₀‖ … ‖rₙ‖", "`info.cg.residual_norms`",
-          "norm-wise on the whole sequence's scale", "‖r_k − α_k(F+λI)p_k‖ from the candidate's values"),
+          "norm-wise on the whole sequence's scale", "‖r_k − α_k(F+λI)p_k‖ from the candidate's values", row="cg.r[k]"),
     Field("cg_pAp", "output", ("n|n+1",), F, False, "pₖᵀ(F+λI)pₖ (one more when CG broke down)", "`info.cg.pAp`",
-          "norm-wise on the whole sequence's scale", "the candidate's p_kᵀ·(its (F+λI)p_k)"),
+          "norm-wise on the whole sequence's scale", "the candidate's p_kᵀ·(its (F+λI)p_k)", row="cg.pAp[k]"),
     Field("cg_n_iter", "output", (), I_, False, "n; −1 when CG did not run", "`info.cg.n_iter`", "exact",
-          "the configured cap and stopping rule on the candidate's residual norms"),
+          "the configured cap and stopping rule on the candidate's residual norms", row="cg.n_iter"),
     Field("cg_converged", "output", (), B, False, "CG's stopping rule met", "`info.cg.converged`", "exact",
-          "the stopping rule on the candidate's residual norms"),
+          "the stopping rule on the candidate's residual norms", row="cg.converged"),
     Field("cg_breakdown", "output", (), B, False, "CG broke down (pᵀAp ≤ 0 or not finite)", "`info.cg.breakdown`",
-          "exact", "the candidate's pAp"),
+          "exact", "the candidate's pAp", row="cg.breakdown"),
     Field("step_dir", "output", ("P",), F, False, "x ≈ (F + λI)⁻¹g", "`info.step_dir`", "norm-wise",
           "the candidate's last CG iterate"),
     Field("Fx", "output", ("P",), F, False, "(F + λI)x, the product β uses", "`info.Fx`", "norm-wise",
@@ -103,23 +104,23 @@ FIELDS: tuple[Field, ...] = (
     Field("expected_improvement", "output", (), F, False, "βgᵀx", "`info.expected_improvement`", "norm-wise",
           "the candidate's β, g and x; scale β·Σ|gᵢxᵢ|"),
     Field("ls_fraction", "output", ("T",), F, False, "α^j of each try", "`info.tries[j].fraction`", "norm-wise",
-          "α^j"),
+          "α^j", row="ls[j].fraction"),
     Field("ls_kl", "output", ("T",), F, False, "KL of each try in the configured direction (NaN: not computed)",
-          "`info.tries[j].kl`", "norm-wise", "KL at θ_old + (the candidate's fraction)·(its full step)"),
+          "`info.tries[j].kl`", "norm-wise", "KL at θ_old + (the candidate's fraction)·(its full step)", row="ls[j].kl"),
     Field("ls_improvement", "output", ("T",), F, False, "L(θ_j) − L(θ_old)", "`info.tries[j].improvement`",
-          "norm-wise", "at the candidate's θ_j; scale: the terms of both surrogates"),
+          "norm-wise", "at the candidate's θ_j; scale: the terms of both surrogates", row="ls[j].improvement"),
     Field("ls_expected_improvement", "output", ("T",), F, False, "α^j βgᵀx",
-          "`info.tries[j].expected_improvement`", "norm-wise", "the candidate's fraction × its βgᵀx"),
+          "`info.tries[j].expected_improvement`", "norm-wise", "the candidate's fraction × its βgᵀx", row="ls[j].expected_improvement"),
     Field("ls_ratio", "output", ("T",), F, False, "improvement / expected improvement", "`info.tries[j].ratio`",
-          "norm-wise", "the candidate's improvement / its expected improvement"),
+          "norm-wise", "the candidate's improvement / its expected improvement", row="ls[j].ratio"),
     Field("ls_finite", "output", ("T",), B, False, "finiteness test of each try", "`info.tries[j].finite`",
-          "exact", "the configured rule on the candidate's values"),
+          "exact", "the configured rule on the candidate's values", row="ls[j].decision"),
     Field("ls_kl_ok", "output", ("T",), B, False, "KL test of each try", "`info.tries[j].kl_ok`", "exact",
-          "the configured rule on the candidate's KL"),
+          "the configured rule on the candidate's KL", row="ls[j].decision"),
     Field("ls_improvement_ok", "output", ("T",), B, False, "improvement test of each try",
-          "`info.tries[j].improvement_ok`", "exact", "the configured rule on the candidate's values"),
+          "`info.tries[j].improvement_ok`", "exact", "the configured rule on the candidate's values", row="ls[j].decision"),
     Field("ls_accepted", "output", ("T",), B, False, "each try accepted", "`info.tries[j].accepted`", "exact",
-          "all tests of the try"),
+          "all tests of the try", row="ls[j].decision"),
     Field("accepted_index", "output", (), I_, False, "index of the accepted try; −1 for none",
           "`info.accepted_index`", "exact", "the first try the rule accepts"),
     Field("theta_new", "output", ("P",), F, True, "θ_new (θ_old bit for bit when no step is taken)",
@@ -148,6 +149,22 @@ def field(key: str) -> Field:
         raise KeyError(f"no trace key {key!r}") from None
 
 
+def row_names(key: str) -> str:
+    """The report row(s) of ``key``: ``Field.row``, or the key itself; inputs are ``input.<key>``."""
+    f = field(key)
+    if f.role == "input":
+        return f"input.{key}"
+    return f.row or key
+
+
+def row_pattern(key: str) -> "re.Pattern":
+    """A regular expression matching every report row of ``key``."""
+    import re
+
+    text = re.escape(row_names(key)).replace(r"\[k\+1\]", r"\[\d+\]").replace(r"\[k\]", r"\[\d+\]")
+    return re.compile(text.replace(r"\[j\]", r"\[\d+\]") + "$")
+
+
 def _shape_text(shape: tuple) -> str:
     if shape == ("act",):
         return "(N, A) / (N,)"
@@ -160,12 +177,14 @@ def markdown_table(role: str) -> str:
     """The Markdown table of the inputs or outputs (``role`` "input" or "output") for docs/trace-format.md."""
     if role not in ("input", "output"):
         raise ValueError(f"role must be 'input' or 'output', got {role!r}")
-    lines = ["| key | shape | dtype | required | meaning | recorded from | stage-wise check recomputes it from |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| key | shape | dtype | required | meaning | recorded from | report row | "
+             "stage-wise check recomputes it from |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for f in FIELDS:
         if f.role == role:
             lines.append(f"| `{f.key}` | {_shape_text(f.shape)} | {f.dtype} | {'yes' if f.required else 'no'} | "
-                         f"{f.meaning.replace('|', chr(92) + '|')} | {f.stepinfo} | {f.stage_wise} |")
+                         f"{f.meaning.replace('|', chr(92) + '|')} | {f.stepinfo} | "
+                         f"`{row_names(f.key) if f.role == 'output' else '—'}` | {f.stage_wise} |")
     return "\n".join(lines)
 
 
