@@ -801,16 +801,17 @@ def train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool = Fal
         _require_run(run_dir)
     made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with rundir.RunLock(run_dir), blas_threads(n_blas_threads):
-            if not resume:
-                rundir.check_fresh(run_dir)  # again, under the lock: another process may have started
-            return _train(cfg, trpo_cfg, run_dir, resume=resume, quiet=quiet, plot=plot,
-                          tensorboard_log=tensorboard_log, log=log or (lambda s: print(s, flush=True)))
-    except BaseException:
-        if made:
-            rundir.remove_if_empty(run_dir)  # a failed setup leaves no directory behind
-        raise
+    with rundir.RunLock(run_dir):  # a second process stops here, having touched nothing
+        try:
+            with blas_threads(n_blas_threads):
+                if not resume:
+                    rundir.check_fresh(run_dir)  # again, under the lock: another process may have started
+                return _train(cfg, trpo_cfg, run_dir, resume=resume, quiet=quiet, plot=plot,
+                              tensorboard_log=tensorboard_log, log=log or (lambda s: print(s, flush=True)))
+        except BaseException:
+            if made:
+                rundir.remove_if_empty(run_dir)  # a failed setup leaves no directory behind (lock held)
+            raise
 
 
 def _train(cfg, trpo_cfg, run_dir: Path, *, resume, quiet, plot, tensorboard_log, log) -> dict:
