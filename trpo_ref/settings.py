@@ -317,7 +317,9 @@ def read_config_file(path: str, env_id: str) -> tuple[dict, list[str]]:
 
 # -------------------------------------------------------------------- the layers
 def _split(layer: dict, what: str) -> tuple[dict, dict]:
-    """A flat and/or nested layer -> (train fields, trpo fields); unknown keys and conflicts are errors."""
+    """A flat and/or nested layer -> (train fields, trpo fields); unknown keys and conflicts are errors.
+
+    ``what`` prefixes each message ("" for none)."""
     from .train import TrainConfig
     from .trpo import TRPOConfig
 
@@ -325,19 +327,20 @@ def _split(layer: dict, what: str) -> tuple[dict, dict]:
     trpo_names = {f.name for f in fields(TRPOConfig)}
     layer = dict(layer or {})
     nested = {}
+    what = f"{what}: " if what else ""
     for name in ("train", "trpo"):
         d = layer.pop(name, None)
         if d is None:
             d = {}
         if not isinstance(d, dict):
-            raise ConfigError(f"{what}: entry {name!r} must be an object of fields, got {d!r}")
+            raise ConfigError(f"{what}entry {name!r} must be an object of fields, got {d!r}")
         nested[name] = dict(d)
     bad = set(nested["train"]) - train_names
     if bad:
-        raise ConfigError(f"{what}: unknown TrainConfig fields {sorted(bad)}")
+        raise ConfigError(f"{what}unknown TrainConfig fields {sorted(bad)}")
     bad = set(nested["trpo"]) - trpo_names
     if bad:
-        raise ConfigError(f"{what}: unknown TRPOConfig fields {sorted(bad)}")
+        raise ConfigError(f"{what}unknown TRPOConfig fields {sorted(bad)}")
     train, trpo = nested["train"], nested["trpo"]
     for k, v in layer.items():
         if k in train_names:
@@ -345,13 +348,13 @@ def _split(layer: dict, what: str) -> tuple[dict, dict]:
         elif k in trpo_names:
             section, dest = "trpo", trpo
         else:
-            raise ConfigError(f"{what}: unknown config key {k!r} (not a TrainConfig or TRPOConfig field)")
+            raise ConfigError(f"{what}unknown config key {k!r} (not a TrainConfig or TRPOConfig field)")
         if k in dest and dest[k] != v:
-            raise ConfigError(f"{what}: {k} is given twice, flat ({v!r}) and in {section!r} ({dest[k]!r})")
+            raise ConfigError(f"{what}{k} is given twice, flat ({v!r}) and in {section!r} ({dest[k]!r})")
         dest[k] = v
     for k in STEP_FIELDS:
         if k in train:
-            train[k] = parse_steps(train[k], f"{what}: {k}")
+            train[k] = parse_steps(train[k], f"{what}{k}")
     return train, trpo
 
 
@@ -387,7 +390,7 @@ def build_configs(env_id: str, preset: str = "sb3-contrib", overrides: dict | No
     table = env_defaults(env_id)
     train_kw = {"env_id": env_id, **table["train"]}
     trpo_kw = dict(table["trpo"])
-    for layer, what in ((overrides, "config"), (options, "options")):
+    for layer, what in ((overrides, ""), (options, "options")):
         t, p = _split(layer, what)
         train_kw.update(t)
         trpo_kw.update(p)

@@ -816,7 +816,7 @@ def train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool = Fal
 
 def _train(cfg, trpo_cfg, run_dir: Path, *, resume, quiet, plot, tensorboard_log, log) -> dict:
     progress, episodes = _logs(run_dir)
-    evals = None
+    evals = writer = None
     # ---- 1. everything is read and checked before anything is written
     if resume:
         saved = _require_run(run_dir)  # re-read under the lock
@@ -835,6 +835,7 @@ def _train(cfg, trpo_cfg, run_dir: Path, *, resume, quiet, plot, tensorboard_log
             episodes_text = episodes.trimmed(start_it)
             if cfg.eval_freq:
                 evals = _Evaluations(run_dir, cfg).trimmed(trainer.total_steps)
+            writer = _tensorboard_writer(Path(tensorboard_log) / run_dir.name) if tensorboard_log else None
             # ---- 2. then written
             if saved["train"].get("total_steps") != cfg.total_steps:
                 # the run's target changed (extended): record it, so that a later resume without
@@ -850,10 +851,13 @@ def _train(cfg, trpo_cfg, run_dir: Path, *, resume, quiet, plot, tensorboard_log
                       file=sys.stderr, flush=True)
         except BaseException:
             trainer.close()
+            if writer is not None:
+                writer.close()
             raise
     else:
         trainer = Trainer(cfg, trpo_cfg)
         try:
+            writer = _tensorboard_writer(Path(tensorboard_log) / run_dir.name) if tensorboard_log else None
             config_doc = {"train": cfg.to_dict(), "trpo": trpo_cfg.to_dict(), "policy": trainer.policy.spec(),
                           "value": trainer.vf.spec(), "env_id": cfg.env_id}
             atomic_write_text(run_dir / "config.json", json.dumps(config_doc, indent=2) + "\n")
@@ -863,16 +867,11 @@ def _train(cfg, trpo_cfg, run_dir: Path, *, resume, quiet, plot, tensorboard_log
                 evals = _Evaluations(run_dir, cfg)
         except BaseException:
             trainer.close()
+            if writer is not None:
+                writer.close()
             raise
 
     # ---- 3. the loop
-    writer = None
-    if tensorboard_log is not None:
-        try:
-            writer = _tensorboard_writer(Path(tensorboard_log) / run_dir.name)
-        except BaseException:
-            trainer.close()
-            raise
     n_iter = cfg.n_iterations
     start_it = trainer.iteration
     bar = _progress_bar(n_iter * cfg.steps_per_iteration, trainer.total_steps, quiet)
