@@ -251,6 +251,20 @@ def zoo_to_fields(entry: dict, where: str = "zoo entry") -> tuple[dict, dict, li
 
 
 # -------------------------------------------------------------------- config files
+def _yaml_loader(yaml):
+    """PyYAML's safe loader, plus YAML 1.2's exponent floats: ``1e5`` and ``1e-3`` are numbers, not strings
+    (YAML 1.1, which PyYAML follows, needs a dot and a signed exponent)."""
+    import re
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789."))
+    return Loader
+
+
 def _load_text(path: str, text: str):
     suffix = Path(path).suffix.lower()
     if suffix == ".json":
@@ -263,7 +277,7 @@ def _load_text(path: str, text: str):
     except ImportError:  # pragma: no cover  (pyyaml is a core dependency)
         raise ConfigError(f"{path}: reading YAML needs pyyaml: pip install pyyaml") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_yaml_loader(yaml))
     except yaml.YAMLError as exc:
         what = "YAML" if suffix in (".yml", ".yaml") else "JSON or YAML"
         msg = " ".join(str(exc).split())
@@ -306,6 +320,10 @@ def read_config_file(path: str, env_id: str) -> tuple[dict, list[str]]:
         train, trpo, notes = zoo_to_fields(doc[env_id], f"--config {path} [{env_id}]")
         return {"train": train, "trpo": trpo}, notes
     if _is_zoo_file(doc):
+        if isinstance(doc.get("default"), dict):  # the zoo's own rule for an env it does not list
+            train, trpo, notes = zoo_to_fields(doc["default"], f"--config {path} [default]")
+            return {"train": train, "trpo": trpo}, [f"--config {path} has no entry for {env_id}: "
+                                                    "using its 'default' entry"] + notes
         raise ConfigError(f"--config {path} has no entry for {env_id} (it has {', '.join(sorted(map(str, doc))[:6])})")
     for where, d in (("", doc), ("train.", doc.get("train"))):
         if isinstance(d, dict) and "env_id" in d and d["env_id"] != env_id:
