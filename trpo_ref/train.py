@@ -751,8 +751,14 @@ class _Evaluations:
                                  "ep_lengths": np.asarray(self.lengths, dtype=np.int64).reshape(-1, k)})
 
 
-def _tensorboard_writer(log_dir):
-    """A SummaryWriter (tensorboardX, else torch.utils.tensorboard); ImportError with the extra to install."""
+def summary_writer_class():
+    """TensorBoard's ``SummaryWriter`` (tensorboardX, else torch.utils.tensorboard).
+
+    Raises
+    ------
+    ImportError
+        Naming the extra to install.
+    """
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
@@ -761,7 +767,11 @@ def _tensorboard_writer(log_dir):
         except ImportError:
             raise ImportError("TensorBoard logging needs the tensorboard extra: "
                               "pip install 'trpo-ref[tensorboard]'") from None
-    return SummaryWriter(str(log_dir))
+    return SummaryWriter
+
+
+def _tensorboard_writer(log_dir):
+    return summary_writer_class()(str(log_dir))
 
 
 def train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool = False, quiet: bool = False,
