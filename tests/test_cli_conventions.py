@@ -210,3 +210,15 @@ def test_async__interrupt_prints_no_worker_traceback(tmp_path, how):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines() == ["trpo-ref train: interrupted"], err
     assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_tensorboard__unusable_log_dir_fails_before_the_run_writes_anything(tmp_path, monkeypatch, capsys):
+    class RefusingWriter:
+        def __init__(self, log_dir):
+            raise NotADirectoryError(20, "Not a directory", str(log_dir))
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", types.SimpleNamespace(SummaryWriter=RefusingWriter))
+    assert _train(tmp_path / "r", "--tensorboard-log", str(tmp_path / "afile")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Not a directory" in err[0]
+    assert not (tmp_path / "r").exists()

@@ -187,3 +187,20 @@ def test_cli__total_steps_1e6_is_accepted(tmp_path, capsys):
 def test_train_and_trpo_configs_validate_in_one_way(cls, name, value, why):
     with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{name} {why}, got {value!r}$"):
         cls(**{name: value})
+
+
+def test_yaml__exponent_numbers_are_numbers(tmp_path):
+    # PyYAML follows YAML 1.1, where 1e-2 and 1e5 are strings; a zoo user writes them as numbers
+    p = tmp_path / "c.yml"
+    p.write_text("trpo:\n  max_kl: 1e-2\n  cg_damping: 1e-3\ntotal_steps: 1e5\n")
+    cfg, tc = build_configs("CartPole-v1", "sb3-contrib", read_config_file(str(p), "CartPole-v1")[0])
+    assert (tc.max_kl, tc.cg_damping, cfg.total_steps) == (0.01, 0.001, 100_000)
+
+
+def test_zoo_file__an_env_it_does_not_list_uses_its_default_entry_with_a_note(tmp_path):
+    p = tmp_path / "trpo.yml"
+    p.write_text("default:\n  n_timesteps: !!float 1e6\n  policy: 'MlpPolicy'\n" + ZOO_YAML)
+    layer, notes = read_config_file(str(p), "Acrobot-v1")
+    cfg, _ = build_configs("Acrobot-v1", "sb3-contrib", layer)
+    assert cfg.total_steps == 1_000_000
+    assert notes == [f"--config {p} has no entry for Acrobot-v1: using its 'default' entry"]

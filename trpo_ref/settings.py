@@ -251,6 +251,20 @@ def zoo_to_fields(entry: dict, where: str = "zoo entry") -> tuple[dict, dict, li
 
 
 # -------------------------------------------------------------------- config files
+def _yaml_loader(yaml):
+    """PyYAML's safe loader, plus YAML 1.2's exponent floats: ``1e5`` and ``1e-3`` are numbers, not strings
+    (YAML 1.1, which PyYAML follows, needs a dot and a signed exponent)."""
+    import re
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789."))
+    return Loader
+
+
 def _load_text(path: str, text: str):
     suffix = Path(path).suffix.lower()
     if suffix == ".json":
@@ -263,7 +277,7 @@ def _load_text(path: str, text: str):
     except ImportError:  # pragma: no cover  (pyyaml is a core dependency)
         raise ConfigError(f"{path}: reading YAML needs pyyaml: pip install pyyaml") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_yaml_loader(yaml))
     except yaml.YAMLError as exc:
         what = "YAML" if suffix in (".yml", ".yaml") else "JSON or YAML"
         msg = " ".join(str(exc).split())
@@ -306,6 +320,10 @@ def read_config_file(path: str, env_id: str) -> tuple[dict, list[str]]:
         train, trpo, notes = zoo_to_fields(doc[env_id], f"--config {path} [{env_id}]")
         return {"train": train, "trpo": trpo}, notes
     if _is_zoo_file(doc):
+        if isinstance(doc.get("default"), dict):  # the zoo's own rule for an env it does not list
+            train, trpo, notes = zoo_to_fields(doc["default"], f"--config {path} [default]")
+            return {"train": train, "trpo": trpo}, [f"--config {path} has no entry for {env_id}: "
+                                                    "using its 'default' entry"] + notes
         raise ConfigError(f"--config {path} has no entry for {env_id} (it has {', '.join(sorted(map(str, doc))[:6])})")
     for where, d in (("", doc), ("train.", doc.get("train"))):
         if isinstance(d, dict) and "env_id" in d and d["env_id"] != env_id:
@@ -317,7 +335,9 @@ def read_config_file(path: str, env_id: str) -> tuple[dict, list[str]]:
 
 # -------------------------------------------------------------------- the layers
 def _split(layer: dict, what: str) -> tuple[dict, dict]:
-    """A flat and/or nested layer -> (train fields, trpo fields); unknown keys and conflicts are errors."""
+    """A flat and/or nested layer -> (train fields, trpo fields); unknown keys and conflicts are errors.
+
+    ``what`` prefixes each message ("" for none)."""
     from .train import TrainConfig
     from .trpo import TRPOConfig
 
@@ -325,19 +345,20 @@ def _split(layer: dict, what: str) -> tuple[dict, dict]:
     trpo_names = {f.name for f in fields(TRPOConfig)}
     layer = dict(layer or {})
     nested = {}
+    what = f"{what}: " if what else ""
     for name in ("train", "trpo"):
         d = layer.pop(name, None)
         if d is None:
             d = {}
         if not isinstance(d, dict):
-            raise ConfigError(f"{what}: entry {name!r} must be an object of fields, got {d!r}")
+            raise ConfigError(f"{what}entry {name!r} must be an object of fields, got {d!r}")
         nested[name] = dict(d)
     bad = set(nested["train"]) - train_names
     if bad:
-        raise ConfigError(f"{what}: unknown TrainConfig fields {sorted(bad)}")
+        raise ConfigError(f"{what}unknown TrainConfig fields {sorted(bad)}")
     bad = set(nested["trpo"]) - trpo_names
     if bad:
-        raise ConfigError(f"{what}: unknown TRPOConfig fields {sorted(bad)}")
+        raise ConfigError(f"{what}unknown TRPOConfig fields {sorted(bad)}")
     train, trpo = nested["train"], nested["trpo"]
     for k, v in layer.items():
         if k in train_names:
@@ -345,13 +366,13 @@ def _split(layer: dict, what: str) -> tuple[dict, dict]:
         elif k in trpo_names:
             section, dest = "trpo", trpo
         else:
-            raise ConfigError(f"{what}: unknown config key {k!r} (not a TrainConfig or TRPOConfig field)")
+            raise ConfigError(f"{what}unknown config key {k!r} (not a TrainConfig or TRPOConfig field)")
         if k in dest and dest[k] != v:
-            raise ConfigError(f"{what}: {k} is given twice, flat ({v!r}) and in {section!r} ({dest[k]!r})")
+            raise ConfigError(f"{what}{k} is given twice, flat ({v!r}) and in {section!r} ({dest[k]!r})")
         dest[k] = v
     for k in STEP_FIELDS:
         if k in train:
-            train[k] = parse_steps(train[k], f"{what}: {k}")
+            train[k] = parse_steps(train[k], f"{what}{k}")
     return train, trpo
 
 
@@ -387,7 +408,7 @@ def build_configs(env_id: str, preset: str = "sb3-contrib", overrides: dict | No
     table = env_defaults(env_id)
     train_kw = {"env_id": env_id, **table["train"]}
     trpo_kw = dict(table["trpo"])
-    for layer, what in ((overrides, "config"), (options, "options")):
+    for layer, what in ((overrides, ""), (options, "options")):
         t, p = _split(layer, what)
         train_kw.update(t)
         trpo_kw.update(p)

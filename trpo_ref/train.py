@@ -751,8 +751,14 @@ class _Evaluations:
                                  "ep_lengths": np.asarray(self.lengths, dtype=np.int64).reshape(-1, k)})
 
 
-def _tensorboard_writer(log_dir):
-    """A SummaryWriter (tensorboardX, else torch.utils.tensorboard); ImportError with the extra to install."""
+def summary_writer_class():
+    """TensorBoard's ``SummaryWriter`` (tensorboardX, else torch.utils.tensorboard).
+
+    Raises
+    ------
+    ImportError
+        Naming the extra to install.
+    """
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
@@ -761,7 +767,11 @@ def _tensorboard_writer(log_dir):
         except ImportError:
             raise ImportError("TensorBoard logging needs the tensorboard extra: "
                               "pip install 'trpo-ref[tensorboard]'") from None
-    return SummaryWriter(str(log_dir))
+    return SummaryWriter
+
+
+def _tensorboard_writer(log_dir):
+    return summary_writer_class()(str(log_dir))
 
 
 def train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool = False, quiet: bool = False,
@@ -801,21 +811,22 @@ def train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool = Fal
         _require_run(run_dir)
     made = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with rundir.RunLock(run_dir), blas_threads(n_blas_threads):
-            if not resume:
-                rundir.check_fresh(run_dir)  # again, under the lock: another process may have started
-            return _train(cfg, trpo_cfg, run_dir, resume=resume, quiet=quiet, plot=plot,
-                          tensorboard_log=tensorboard_log, log=log or (lambda s: print(s, flush=True)))
-    except BaseException:
-        if made:
-            rundir.remove_if_empty(run_dir)  # a failed setup leaves no directory behind
-        raise
+    with rundir.RunLock(run_dir):  # a second process stops here, having touched nothing
+        try:
+            with blas_threads(n_blas_threads):
+                if not resume:
+                    rundir.check_fresh(run_dir)  # again, under the lock: another process may have started
+                return _train(cfg, trpo_cfg, run_dir, resume=resume, quiet=quiet, plot=plot,
+                              tensorboard_log=tensorboard_log, log=log or (lambda s: print(s, flush=True)))
+        except BaseException:
+            if made:
+                rundir.remove_if_empty(run_dir)  # a failed setup leaves no directory behind (lock held)
+            raise
 
 
 def _train(cfg, trpo_cfg, run_dir: Path, *, resume, quiet, plot, tensorboard_log, log) -> dict:
     progress, episodes = _logs(run_dir)
-    evals = None
+    evals = writer = None
     # ---- 1. everything is read and checked before anything is written
     if resume:
         saved = _require_run(run_dir)  # re-read under the lock
@@ -834,6 +845,7 @@ def _train(cfg, trpo_cfg, run_dir: Path, *, resume, quiet, plot, tensorboard_log
             episodes_text = episodes.trimmed(start_it)
             if cfg.eval_freq:
                 evals = _Evaluations(run_dir, cfg).trimmed(trainer.total_steps)
+            writer = _tensorboard_writer(Path(tensorboard_log) / run_dir.name) if tensorboard_log else None
             # ---- 2. then written
             if saved["train"].get("total_steps") != cfg.total_steps:
                 # the run's target changed (extended): record it, so that a later resume without
@@ -849,10 +861,13 @@ def _train(cfg, trpo_cfg, run_dir: Path, *, resume, quiet, plot, tensorboard_log
                       file=sys.stderr, flush=True)
         except BaseException:
             trainer.close()
+            if writer is not None:
+                writer.close()
             raise
     else:
         trainer = Trainer(cfg, trpo_cfg)
         try:
+            writer = _tensorboard_writer(Path(tensorboard_log) / run_dir.name) if tensorboard_log else None
             config_doc = {"train": cfg.to_dict(), "trpo": trpo_cfg.to_dict(), "policy": trainer.policy.spec(),
                           "value": trainer.vf.spec(), "env_id": cfg.env_id}
             atomic_write_text(run_dir / "config.json", json.dumps(config_doc, indent=2) + "\n")
@@ -862,16 +877,11 @@ def _train(cfg, trpo_cfg, run_dir: Path, *, resume, quiet, plot, tensorboard_log
                 evals = _Evaluations(run_dir, cfg)
         except BaseException:
             trainer.close()
+            if writer is not None:
+                writer.close()
             raise
 
     # ---- 3. the loop
-    writer = None
-    if tensorboard_log is not None:
-        try:
-            writer = _tensorboard_writer(Path(tensorboard_log) / run_dir.name)
-        except BaseException:
-            trainer.close()
-            raise
     n_iter = cfg.n_iterations
     start_it = trainer.iteration
     bar = _progress_bar(n_iter * cfg.steps_per_iteration, trainer.total_steps, quiet)

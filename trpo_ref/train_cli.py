@@ -275,14 +275,12 @@ def cmd_train(args) -> int:
     options = {k: v for k, v in flags.items() if v is not None}
     cfg, trpo_cfg = _build_configs(args.env, args.preset or "sb3-contrib", file_layer, options, args.config)
     if args.tensorboard_log is not None:
+        from .train import summary_writer_class
+
         try:
-            import tensorboardX  # noqa: F401
-        except ImportError:
-            try:
-                from torch.utils import tensorboard  # noqa: F401
-            except ImportError:
-                raise CLIError("--tensorboard-log needs the tensorboard extra: "
-                               "pip install 'trpo-ref[tensorboard]'") from None
+            summary_writer_class()
+        except ImportError as exc:
+            raise CLIError(f"--tensorboard-log: {exc}") from None
 
     claimed = False
     if args.resume:
