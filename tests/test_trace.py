@@ -626,3 +626,11 @@ def test_cli_trace_check__usage_errors_are_one_line(argv, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"trpo-ref {argv[0]}: error:"), err
+
+
+def test_save__creates_the_file_with_the_usual_mode(tmp_path):
+    # Through fileio.atomic_savez: the mode open() gives (0644 under umask 022), not mkstemp's 0600.
+    from trpo_ref.fileio import default_file_mode
+
+    path = trace_of().save(tmp_path / "t.npz")
+    assert (path.stat().st_mode & 0o777) == default_file_mode()
