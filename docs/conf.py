@@ -44,7 +44,7 @@ myst_heading_anchors = 3          # [text](page.md#a-heading) links resolve
 myst_dmath_double_inline = True
 
 # ---------------------------------------------------------------- API
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options = {"members": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"        # the numpydoc Parameters sections carry the types
 numpydoc_show_class_members = False
@@ -67,6 +67,7 @@ html_theme = "pydata_sphinx_theme"
 html_title = "trpo_ref"
 html_theme_options = {
     "navigation_with_keys": False,
+    "header_links_before_dropdown": 5,
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc"],
     "footer_start": ["copyright"],
