@@ -3,7 +3,7 @@ r"""One TRPO policy update, with every intermediate exposed.
 ==========================================================================  ===============================
 equation                                                                    where
 ==========================================================================  ===============================
-:math:`\hat A \leftarrow (\hat A - \mathrm{mean})/(\mathrm{std} + \epsilon)` (optional)
+:math:`\hat A \leftarrow (\hat A - \mathrm{mean})/(\mathrm{std} + \mathtt{eps})` (optional)
                                                                             :func:`normalize_advantages`
 :math:`L(\theta) = \frac1N\sum_n r_n(\theta)\hat A_n + c_H \bar H(\theta)`  :func:`trpo_step` (objective)
 :math:`g = \nabla_\theta L(\theta_{old})`                                   :func:`trpo_step`
@@ -11,7 +11,7 @@ equation                                                                    wher
 :math:`\beta = \sqrt{2\delta / x^\top(F + \lambda_d I)x}`                   :func:`step_size`
 expected improvement of fraction f: :math:`f\beta g^\top x`                 :func:`trpo_step`
 :math:`\theta_j = \theta_{old} + \alpha^j\beta x`, first admissible try     :func:`trpo_ref.linesearch.backtracking_line_search`
-NPG: :math:`\theta = \theta_{old} + \epsilon x`; VPG: :math:`\theta = \theta_{old} + \epsilon g`
+NPG: :math:`\theta = \theta_{old} + \kappa x`; VPG: :math:`\theta = \theta_{old} + \kappa g`
                                                                             :func:`trpo_step` (``method``)
 ==========================================================================  ===============================
 
@@ -115,7 +115,7 @@ class TRPOConfig:
     modular_rl, SB3-contrib and garage do; ``None``: always run ``cg_iters`` (Spinning Up)."""
 
     cg_check_initial: bool = False
-    """Apply the CG stopping rule to r₀ = g − (F+λI)x₀ before iterating (SB3-contrib), so a
+    """Apply the CG stopping rule to r₀ = g − (F+λ_d I)x₀ before iterating (SB3-contrib), so a
     random start that already meets it is returned as is."""
 
     cg_rtol: float = 0.0
@@ -125,7 +125,7 @@ class TRPOConfig:
     """Absolute CG tolerance on ‖r‖; 0 disables it."""
 
     cg_alpha_eps: float = 0.0
-    """ε in CG's step α = rᵀr / (pᵀAp + ε): 0 in the paper; Spinning Up's CG adds 1e-8."""
+    """``eps`` in CG's step τ = rᵀr / (pᵀAp + eps): 0 in the paper; Spinning Up's CG adds 1e-8."""
 
     cg_x0: str = "zero"
     """CG start: ``"zero"`` or ``"random"`` (``cg_x0_scale`` · N(0, I) drawn on the host, as SB3-contrib)."""
@@ -181,10 +181,10 @@ class TRPOConfig:
     """Degrees of freedom of the std: 0 population (NumPy: baselines, Spinning Up), 1 sample (torch: SB3-contrib, garage)."""
 
     adv_eps: float = 0.0
-    """ε of the normalisation (SB3-contrib 1e-8)."""
+    """``eps`` of the normalisation (SB3-contrib 1e-8)."""
 
     adv_eps_mode: str = "std_plus_eps"
-    """Denominator: ``"std_plus_eps"`` (std + ε), ``"sqrt_var_plus_eps"`` (√(var + ε)) or ``"var_plus_eps"`` (var + ε, garage)."""
+    """Denominator: ``"std_plus_eps"`` (std + eps), ``"sqrt_var_plus_eps"`` (√(var + eps)) or ``"var_plus_eps"`` (var + eps, garage)."""
 
     entropy_coef: float = 0.0
     """c_H: the objective is L + c_H·H̄ (every preset: 0)."""
@@ -193,10 +193,10 @@ class TRPOConfig:
     """Skip the update when g is all close to 0 (``np.allclose(g, 0)``: baselines, modular_rl)."""
 
     step_size_eps: float = 0.0
-    """ε added under the root of β: √(2δ / (xᵀ(F+λI)x + ε)) (Spinning Up, garage: 1e-8)."""
+    """``eps`` added under the root of β: √(2δ / (xᵀ(F+λ_d I)x + eps)) (Spinning Up, garage: 1e-8)."""
 
     step_size: float = 0.01
-    """Fixed step ε for ``method="npg"`` / ``"vpg"``."""
+    """Fixed step κ for ``method="npg"`` / ``"vpg"``."""
 
     seed: int | None = 0
     """Host seed for the random CG start and the random Fisher fraction."""
@@ -340,7 +340,7 @@ class StepInfo(NamedTuple):
     ----------
     status : str
         ``"accepted"``, ``"line_search_failed"``, ``"zero_gradient"``,
-        ``"nonpositive_curvature"`` (xᵀ(F+λI)x ≤ 0 or not finite), ``"skipped"``
+        ``"nonpositive_curvature"`` (xᵀ(F+λ_d I)x ≤ 0 or not finite), ``"skipped"``
         (``skip_if_zero_grad``) or ``"fixed_step"`` (NPG / VPG).
     adv : array (N,)
         The advantages the surrogate used (normalised when the config says so).
@@ -350,15 +350,15 @@ class StepInfo(NamedTuple):
         Gradient of the objective at θ_old.
     cg : CGResult or None
     step_dir : array (P,)
-        x ≈ (F + λI)⁻¹ g.
-    fisher_products : tuple of (v, (F+λI)v)
+        x ≈ (F + λ_d I)⁻¹ g.
+    fisher_products : tuple of (v, (F+λ_d I)v)
         Every Fisher product CG used, in order.
     xFx : float
-        xᵀ(F + λI)x (with the SB3 ``"mean"`` reduction: of the scaled F).
+        xᵀ(F + λ_d I)x (with the SB3 ``"mean"`` reduction: of the scaled F).
     beta : float
         Step length along x (nan when not computed).
     full_step : array (P,)
-        βx (TRPO), εx (NPG) or εg (VPG).
+        βx (TRPO), κx (NPG) or κg (VPG).
     expected_improvement : float
         β gᵀx: the first-order change of L for the full step.
     line_search : LineSearchResult or None
@@ -406,11 +406,11 @@ class StepInfo(NamedTuple):
 def normalize_advantages(adv_n, *, ddof: int = 0, eps: float = 0.0, mode: str = "std_plus_eps"):
     r"""Standardised advantages and whether the spread was zero.
 
-    .. math:: \hat A' = \frac{\hat A - \bar A}{s + \epsilon},\quad
-              s = \sqrt{\tfrac{1}{N - \mathrm{ddof}}\sum_n(\hat A_n - \bar A)^2}
+    .. math:: \hat A' = \frac{\hat A - \bar A}{\mathrm{std} + \mathtt{eps}},\quad
+              \mathrm{std} = \sqrt{\tfrac{1}{N - \mathrm{ddof}}\sum_n(\hat A_n - \bar A)^2}
 
-    (``mode="sqrt_var_plus_eps"``: divide by :math:`\sqrt{s^2 + \epsilon}`;
-    ``"var_plus_eps"``: by :math:`s^2 + \epsilon`, as garage does.)
+    (``mode="sqrt_var_plus_eps"``: divide by :math:`\sqrt{\mathrm{std}^2 + \mathtt{eps}}`;
+    ``"var_plus_eps"``: by :math:`\mathrm{std}^2 + \mathtt{eps}`, as garage does.)
 
     A zero spread — all advantages equal, tested exactly, or N − ddof ≤ 0 — is
     returned as zeros with the flag True.  (Computing the std of equal values in
@@ -422,9 +422,9 @@ def normalize_advantages(adv_n, *, ddof: int = 0, eps: float = 0.0, mode: str = 
     ----------
     adv_n : array (N,)
     ddof : int
-        Degrees of freedom of s (0 or 1).
+        Degrees of freedom of std (0 or 1).
     eps : float
-        ε >= 0.
+        eps >= 0.
     mode : {"std_plus_eps", "sqrt_var_plus_eps", "var_plus_eps"}
 
     Returns
@@ -454,8 +454,8 @@ def normalize_advantages(adv_n, *, ddof: int = 0, eps: float = 0.0, mode: str = 
 def step_size(xFx: float, max_kl: float, eps: float = 0.0) -> float:
     r"""Largest step along x whose quadratic KL model equals δ.
 
-    .. math:: \beta = \sqrt{\frac{2\delta}{x^\top(F + \lambda_d I)x + \epsilon}},\qquad
-              \tfrac12(\beta x)^\top(F + \lambda_d I)(\beta x) = \delta \ (\epsilon = 0)
+    .. math:: \beta = \sqrt{\frac{2\delta}{x^\top(F + \lambda_d I)x + \mathtt{eps}}},\qquad
+              \tfrac12(\beta x)^\top(F + \lambda_d I)(\beta x) = \delta \ (\mathtt{eps} = 0)
 
     Parameters
     ----------
@@ -498,8 +498,8 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
         \theta = \theta_{old} + \alpha^j\beta x
 
     with j the first try that the configured rule accepts (θ_old itself if
-    none is).  NPG: :math:`\theta = \theta_{old} + \epsilon x`; VPG:
-    :math:`\theta = \theta_{old} + \epsilon g`.
+    none is).  NPG: :math:`\theta = \theta_{old} + \kappa x`; VPG:
+    :math:`\theta = \theta_{old} + \kappa g`.
 
     Parameters
     ----------
@@ -612,7 +612,7 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
                             squared_residual_tol=config.cg_residual_tol, x0=x0, keep_iterates=True,
                             alpha_eps=config.cg_alpha_eps, check_initial=config.cg_check_initial)
     x = cg.x
-    fx = damped_fvp(x)  # (F + λI)x: the curvature along x for β
+    fx = damped_fvp(x)  # (F + λ_d I)x: the curvature along x for β
     xFx = backend.to_float(xp.sum(x * fx))
     gx = backend.to_float(xp.sum(g * x))
     if not (math.isfinite(xFx) and xFx > 0):
