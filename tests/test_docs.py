@@ -303,7 +303,7 @@ def test_docs__have_executable_blocks():
     """The collector finds the docs' examples (a parser regression would find none)."""
     counts = {_rel(p): sum(b.skip_reason is None for b in parse_blocks(p.read_text(encoding="utf-8"), p))
               for p in doc_files()}
-    for name in ("docs/index.md", "docs/math.md", "docs/theory.md", "docs/architecture.md"):
+    for name in ("docs/index.md", "docs/math.md", "docs/theory.md", "docs/architecture.md", "docs/derivations.md"):
         assert counts.get(name, 0) >= 1, f"{name} has no executable python block ({counts})"
 
 

@@ -226,6 +226,10 @@ def test_site__browser_sees_typeset_math_and_working_links(page, site, server, b
     shot = SCREENSHOTS / (page.replace("/", "_").removesuffix(".html") + ".png")
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000, f"screenshot {shot} is nearly empty"
+    if BROWSER_PAGES[page]:  # a second picture, scrolled to the first displayed equation
+        browser.execute_script("const m = document.querySelector('mjx-container[display=\"true\"]') || "
+                               "document.querySelector('mjx-container'); if (m) m.scrollIntoView({block: 'center'});")
+        browser.save_screenshot(str(shot.with_name(shot.stem + "_math.png")))
     assert "failure" not in result, f"{page}: MathJax failed: {result.get('failure')}"
     if BROWSER_PAGES[page]:
         assert result["mathjax"], f"{page}: MathJax did not load"
