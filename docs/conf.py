@@ -31,6 +31,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
     "docstring_fixes",
+    "autolink_code",
 ]
 
 # ---------------------------------------------------------------- sources
