@@ -13,17 +13,21 @@ What is checked, in order:
    by Selenium), the math, derivations, theory and API pages are opened from
    a loopback HTTP server; MathJax (shipped by a Python package, no network)
    must have typeset every formula without an error, no raw TeX may remain in
-   the visible text outside code, and every link the browser sees on those
-   pages must resolve.  A screenshot of each page is saved under
+   the visible text outside code, every link the browser sees on those pages
+   must resolve, and every resource the page loaded (scripts, styles, fonts)
+   must come from the site itself (it works offline).  A screenshot of each page is saved under
    ``docs/_build/screenshots/`` (see :data:`SCREENSHOTS`).
 
 Only step 4 needs a browser; it is skipped, with the reason, when no Chromium
-or chromedriver is installed.  ``.ci/run`` installs both with apt-get.
+or chromedriver is installed.  ``.ci/run`` installs both with apt-get.  The
+Python tools (Sphinx and its extensions, Selenium) come with the ``test``
+extra, so their absence is a failure, not a skip.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import html.parser
 import http.server
 import re
@@ -61,7 +65,8 @@ RAW_TEX = re.compile(r"\\(frac|theta|sum|mathrm|hat|bar|nabla|sqrt|left|right|be
 @pytest.fixture(scope="module")
 def site() -> Path:
     """Build the site once for this module (about 20 s on one core)."""
-    pytest.importorskip("sphinx", reason="the docs extra is not installed: pip install -e '.[docs]'")
+    if importlib.util.find_spec("sphinx") is None:  # the test extra installs the docs tools: missing is an error
+        pytest.fail("Sphinx is not installed: pip install -e '.[test]' (which includes the docs extra)")
     t0 = time.perf_counter()
     proc = subprocess.run(BUILD_CMD, cwd=ROOT, capture_output=True, text=True, timeout=600)
     elapsed = time.perf_counter() - t0
@@ -178,7 +183,9 @@ def browser(tmp_path_factory):
     found = _find_browser()
     if found is None:
         pytest.skip("no browser: Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra has it)")
+    if importlib.util.find_spec("selenium") is None:
+        pytest.fail("selenium is not installed: pip install -e '.[test]'")
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     chrome, driver_path = found
@@ -211,7 +218,8 @@ function collect(mathjax) {
           n_errors: document.querySelectorAll('mjx-merror, mjx-container [data-mjx-error]').length,
           n_unrendered: Array.from(document.querySelectorAll('.math')).filter(e => !e.querySelector('mjx-container')).length,
           text: text,
-          links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href)};
+          links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+          resources: performance.getEntriesByType('resource').map(r => r.name)};
 }
 if (!window.MathJax || !MathJax.startup || !MathJax.startup.promise) { done(collect(false)); }
 else { MathJax.startup.promise.then(() => done(collect(true))).catch(err => done({mathjax: true, failure: String(err)})); }
@@ -236,6 +244,8 @@ def test_site__browser_sees_typeset_math_and_working_links(page, site, server, b
         assert result["n_math"] >= 5, f"{page}: only {result['n_math']} typeset formulas"
     assert result["n_errors"] == 0, f"{page}: {result['n_errors']} formulas have TeX errors"
     assert result["n_unrendered"] == 0, f"{page}: {result['n_unrendered']} math elements were not typeset"
+    foreign = [r for r in result["resources"] if not r.startswith(server)]
+    assert not foreign, f"{page}: the page loaded resources from outside the site (it must work offline): {foreign}"
     raw = sorted({m.group(0) for m in RAW_TEX.finditer(result["text"])})
     assert not raw, f"{page}: raw TeX in the visible text: {raw}"
     broken = []
