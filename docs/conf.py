@@ -76,3 +76,5 @@ html_theme_options = {
 }
 html_show_sourcelink = False
 html_copy_source = False
+# The top-level pages have no section navigation to show: give their width to the text.
+html_sidebars = {"*": [], "api/*": ["sidebar-nav-bs"]}
