@@ -59,7 +59,17 @@ BROWSER_PAGES = {
 
 #: TeX that must never reach the reader as text (outside code blocks).
 RAW_TEX = re.compile(r"\\(frac|theta|sum|mathrm|hat|bar|nabla|sqrt|left|right|begin|end|pi|lambda|delta|top|cdot|log|alpha|beta)\b"
-                     r"|\$\$|\\\(|\\\[|[_^]\{")
+                     r"|\$\$|\\\(|\\\[|[_^]\{|\$[^\s$][^$\n]{0,80}\$")
+
+
+@pytest.mark.parametrize("text, raw", [
+    (r"the step \frac{1}{2} x", True), ("where $x$ is", True), ("$$F = J^T M J$$", True),
+    (r"\(a + b\)", True), ("x_{k+1}", True), (r"\theta_{old}", True),
+    ("θ_old = 0.5, β ≈ 0.14, ½ xᵀFx", False), ("costs 5 $ per run", False), ("a_b and x^2", False),
+])
+def test_raw_tex_detector__flags_tex_and_spares_unicode(text, raw):
+    """The detector the browser check relies on (no browser needed)."""
+    assert bool(RAW_TEX.search(text)) is raw
 
 
 @pytest.fixture(scope="module")
