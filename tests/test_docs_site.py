@@ -55,6 +55,10 @@ BROWSER_PAGES = {
     "api/policy.html": True,
     "api/trpo.html": True,
     "api/tabular.html": True,
+    "glossary.html": True,
+    "experiments.html": False,
+    "presets.html": False,
+    "architecture.html": False,
 }
 
 #: TeX that must never reach the reader as text (outside code blocks).
