@@ -90,6 +90,14 @@ def site() -> Path:
     return HTML
 
 
+def test_readme__gives_the_build_command_this_test_runs():
+    """The README's one command is the build this module runs (plus -E -q: a fresh, quiet build)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = "python -m sphinx -W --keep-going -b html docs docs/_build/html"
+    assert command in readme
+    assert [a for a in BUILD_CMD[1:] if a not in ("-E", "-q")] == command.split()[1:]
+
+
 # ------------------------------------------------------------ static checks
 class _Page(html.parser.HTMLParser):
     """The ids and the link targets of one HTML page."""
