@@ -357,7 +357,7 @@ def test_every_status_round_trips_through_a_file_and_passes(preset, tmp_path):
                                      ("fisher_v", "fisher_Fv", "cg_iterates", "cg_pAp")])
 def test_stagewise__a_correct_update_missing_cg_records_still_passes(realistic, dropped):
     # Without its own records the check must not fall back on trpo_ref's chaotic CG chain:
-    # directions come from the candidate's iterates (x_{k+1} − x_k = α_k p_k), and what
+    # directions come from the candidate's iterates (x_{k+1} − x_k = τ_k p_k), and what
     # cannot be forced at all is skipped, not compared end to end.
     policy, theta, batch, config, own = realistic
     cand = candidate_update(policy, theta, batch, config, permute_seed=1).without(*dropped)

@@ -40,7 +40,7 @@ class TRPOConfig:
     modular_rl, SB3-contrib and garage do; ``None``: always run ``cg_iters`` (Spinning Up)."""
 
     cg_check_initial: bool = False
-    """Apply the CG stopping rule to r₀ = g − (F+λI)x₀ before iterating (SB3-contrib), so a
+    """Apply the CG stopping rule to r₀ = g − (F+λ_d I)x₀ before iterating (SB3-contrib), so a
     random start that already meets it is returned as is."""
 
     cg_rtol: float = 0.0
@@ -50,7 +50,7 @@ class TRPOConfig:
     """Absolute CG tolerance on ‖r‖; 0 disables it."""
 
     cg_alpha_eps: float = 0.0
-    """ε in CG's step α = rᵀr / (pᵀAp + ε): 0 in the paper; Spinning Up's CG adds 1e-8."""
+    """``eps`` in CG's step τ = rᵀr / (pᵀAp + eps): 0 in the paper; Spinning Up's CG adds 1e-8."""
 
     cg_x0: str = "zero"
     """CG start: ``"zero"`` or ``"random"`` (``cg_x0_scale`` · N(0, I) drawn on the host, as SB3-contrib)."""
@@ -106,10 +106,10 @@ class TRPOConfig:
     """Degrees of freedom of the std: 0 population (NumPy: baselines, Spinning Up), 1 sample (torch: SB3-contrib, garage)."""
 
     adv_eps: float = 0.0
-    """ε of the normalisation (SB3-contrib 1e-8)."""
+    """``eps`` of the normalisation (SB3-contrib 1e-8)."""
 
     adv_eps_mode: str = "std_plus_eps"
-    """Denominator: ``"std_plus_eps"`` (std + ε), ``"sqrt_var_plus_eps"`` (√(var + ε)) or ``"var_plus_eps"`` (var + ε, garage)."""
+    """Denominator: ``"std_plus_eps"`` (std + eps), ``"sqrt_var_plus_eps"`` (√(var + eps)) or ``"var_plus_eps"`` (var + eps, garage)."""
 
     entropy_coef: float = 0.0
     """c_H: the objective is L + c_H·H̄ (every preset: 0)."""
@@ -118,10 +118,10 @@ class TRPOConfig:
     """Skip the update when g is all close to 0 (``np.allclose(g, 0)``: baselines, modular_rl)."""
 
     step_size_eps: float = 0.0
-    """ε added under the root of β: √(2δ / (xᵀ(F+λI)x + ε)) (Spinning Up, garage: 1e-8)."""
+    """``eps`` added under the root of β: √(2δ / (xᵀ(F+λ_d I)x + eps)) (Spinning Up, garage: 1e-8)."""
 
     step_size: float = 0.01
-    """Fixed step ε for ``method="npg"`` / ``"vpg"``."""
+    """Fixed step κ for ``method="npg"`` / ``"vpg"``."""
 
     seed: int | None = 0
     """Host seed for the random CG start and the random Fisher fraction."""

@@ -3,7 +3,7 @@ r"""A multilayer perceptron on a flat parameter vector, with hand-written deriva
 =====================================================  ==========================
 equation                                               function
 =====================================================  ==========================
-:math:`h_{l+1} = \phi(h_l W_l + b_l)`, last layer linear  :meth:`MLP.forward`
+:math:`h_{l+1} = \operatorname{act}(h_l W_l + b_l)`, last layer linear  :meth:`MLP.forward`
 :math:`\bar\theta = (\partial y/\partial\theta)^\top \bar y`,
 :math:`\bar x = (\partial y/\partial x)^\top \bar y`   :meth:`MLP.vjp`
 :math:`\dot y = (\partial y/\partial\theta)\,\dot\theta + (\partial y/\partial x)\,\dot x`
@@ -74,7 +74,7 @@ class MLPCache:
     weights: list
     biases: list
     act_derivs: list | None = None
-    """``act_derivs[l]`` is φ'(z_l) of hidden layer ``l`` (a mask for relu),
+    """``act_derivs[l]`` is act'(z_l) of hidden layer ``l`` (a mask for relu),
     filled on first use by :meth:`MLP.vjp` / :meth:`MLP.jvp`: every product at
     the same forward pass (each CG iteration at θ_old) reuses it."""
 
@@ -206,7 +206,7 @@ class MLP:
     def forward(self, theta_p, x_no):
         r"""Network output and the cache its derivatives need.
 
-        .. math:: h_0 = x,\quad h_{l+1} = \phi(h_l W_l + b_l)\ (l < L-1),\quad
+        .. math:: h_0 = x,\quad h_{l+1} = \operatorname{act}(h_l W_l + b_l)\ (l < L-1),\quad
                   y = h_{L-1} W_{L-1} + b_{L-1}
 
         Parameters
@@ -233,8 +233,8 @@ class MLP:
         return h, MLPCache(inputs, weights, biases)
 
     def _act_deriv(self, cache: MLPCache, l: int):
-        """φ'(z_l) of hidden layer ``l``, written in terms of the layer's output
-        ``h = φ(z_l)`` and kept in the cache on first use (a mask for relu)."""
+        """act'(z_l) of hidden layer ``l``, written in terms of the layer's output
+        ``h = act(z_l)`` and kept in the cache on first use (a mask for relu)."""
         if cache.act_derivs is None:
             cache.act_derivs = [None] * (self.n_layers - 1)
         d = cache.act_derivs[l]
@@ -303,7 +303,7 @@ class MLP:
         r"""Forward mode: push a tangent of θ (and optionally of x) to the output.
 
         .. math:: \dot z_l = \dot h_l W_l + h_l \dot W_l + \dot b_l,\qquad
-                  \dot h_{l+1} = \phi'(z_l)\,\dot z_l
+                  \dot h_{l+1} = \operatorname{act}'(z_l)\,\dot z_l
 
         Parameters
         ----------

@@ -14,7 +14,7 @@ equation                                                                        
 :math:`L(\theta) = \frac1N\sum_n r_n(\theta)\hat A_n,\ r_n = e^{\log\pi_\theta - \log\pi_{old}}`
                                                                                          :meth:`~_MLPPolicy.surrogate`
 :math:`\nabla L(\theta) = \frac1N\sum_n r_n\hat A_n\nabla\log\pi_\theta(a_n|s_n)`        :meth:`~_MLPPolicy.surrogate_grad`
-:math:`(F + \lambda I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda v`                  :meth:`~_MLPPolicy.fisher_vector_product`, :class:`FisherOperator`
+:math:`(F + \lambda_d I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda_d v`                  :meth:`~_MLPPolicy.fisher_vector_product`, :class:`FisherOperator`
 =======================================================================================  ======================================
 
 Parameter layout: the MLP's ``W0, b0, W1, b1, ...`` (see :mod:`trpo_ref.mlp`),
@@ -420,7 +420,7 @@ class _MLPPolicy:
     def fisher_operator(self, theta_p, obs_no, damping: float = 0.0, *, forward=None) -> "FisherOperator":
         r"""A :class:`FisherOperator` at θ with the forward pass done once.
 
-        .. math:: v \mapsto (F + \lambda I)v,\qquad F = \frac1N\sum_n J_n^\top M_n J_n
+        .. math:: v \mapsto (F + \lambda_d I)v,\qquad F = \frac1N\sum_n J_n^\top M_n J_n
 
         Parameters
         ----------
@@ -441,7 +441,7 @@ class _MLPPolicy:
         return FisherOperator(self, theta_p, obs_no, damping, forward=forward)
 
     def fisher_vector_product(self, theta_p, obs_no, v_p, damping: float = 0.0):
-        r"""Analytic Fisher-vector product :math:`(F + \lambda I)v`, shape (P,).
+        r"""Analytic Fisher-vector product :math:`(F + \lambda_d I)v`, shape (P,).
 
         .. math:: F v = \frac1N\sum_n J_n^\top\big(M_n (J_n v)\big)
 
@@ -773,13 +773,13 @@ class PolicyAt:
 
 
 class FisherOperator:
-    r"""The damped Fisher :math:`v \mapsto (F + \lambda I)v` at a fixed θ.
+    r"""The damped Fisher :math:`v \mapsto (F + \lambda_d I)v` at a fixed θ.
 
     θ_old does not change during conjugate gradient, so the forward pass (and
     σ or the softmax) is computed once here; each product then costs one jvp
     and one vjp:
 
-    .. math:: (F + \lambda I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda v
+    .. math:: (F + \lambda_d I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda_d v
 
     For the Gaussian policy the log σ block is exact in closed form: J maps
     v_logσ to every sample unchanged and M's log σ block is 2, so that block is
@@ -837,9 +837,9 @@ class FisherOperator:
         return Categorical.fisher_product_probs(self._probs[start:stop, ...], out_dot) / self.n  # (diag p − p pᵀ) J v / N
 
     def __call__(self, v_p):
-        r"""(F + λI)v for a vector v of shape (P,): one jvp, the metric M, one vjp.
+        r"""(F + λ_d I)v for a vector v of shape (P,): one jvp, the metric M, one vjp.
 
-        .. math:: (F + \lambda I)v = \frac1N\sum_n J_n^\top\big(M_n(J_n v)\big) + \lambda v
+        .. math:: (F + \lambda_d I)v = \frac1N\sum_n J_n^\top\big(M_n(J_n v)\big) + \lambda_d v
 
         The sum runs in blocks of ``block_rows`` samples on NumPy
         (:meth:`trpo_ref.mlp.MLP.gauss_newton_product`); blocking changes only the
@@ -868,7 +868,7 @@ class FisherOperator:
         Returns
         -------
         fv_p : array (P,)
-            :math:`(F + \lambda I)v`.
+            :math:`(F + \lambda_d I)v`.
         """
         return self(v_p)
 

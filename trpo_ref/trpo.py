@@ -3,7 +3,7 @@ r"""One TRPO policy update, with every intermediate exposed.
 ==========================================================================  ===============================
 equation                                                                    where
 ==========================================================================  ===============================
-:math:`\hat A \leftarrow (\hat A - \mathrm{mean})/(\mathrm{std} + \epsilon)` (optional)
+:math:`\hat A \leftarrow (\hat A - \mathrm{mean})/(\mathrm{std} + \mathtt{eps})` (optional)
                                                                             :func:`normalize_advantages`
 :math:`L(\theta) = \frac1N\sum_n r_n(\theta)\hat A_n + c_H \bar H(\theta)`  :func:`trpo_step` (objective)
 :math:`g = \nabla_\theta L(\theta_{old})`                                   :func:`trpo_step`
@@ -11,7 +11,7 @@ equation                                                                    wher
 :math:`\beta = \sqrt{2\delta / x^\top(F + \lambda_d I)x}`                   :func:`beta`
 expected improvement of fraction f: :math:`f\beta g^\top x`                 :func:`trpo_step`
 :math:`\theta_j = \theta_{old} + \alpha^j\beta x`, first admissible try     :func:`trpo_ref.linesearch.backtracking_line_search`
-NPG: :math:`\theta = \theta_{old} + \epsilon x`; VPG: :math:`\theta = \theta_{old} + \epsilon g`
+NPG: :math:`\theta = \theta_{old} + \kappa x`; VPG: :math:`\theta = \theta_{old} + \kappa g`
                                                                             :func:`trpo_step` (``method``)
 ==========================================================================  ===============================
 
@@ -102,7 +102,7 @@ class StepInfo(NamedTuple):
     ----------
     status : str
         ``"accepted"``, ``"line_search_failed"``, ``"zero_gradient"``,
-        ``"nonpositive_curvature"`` (xᵀ(F+λI)x ≤ 0 or not finite), ``"skipped"``
+        ``"nonpositive_curvature"`` (xᵀ(F+λ_d I)x ≤ 0 or not finite), ``"skipped"``
         (``skip_if_zero_grad``) or ``"fixed_step"`` (NPG / VPG).
     adv : array (N,)
         The advantages the surrogate used (normalised when the config says so).
@@ -112,22 +112,22 @@ class StepInfo(NamedTuple):
         Gradient of the objective at θ_old.
     cg : CGResult or None
     step_dir : array (P,)
-        x ≈ (F + λI)⁻¹ g.
-    fisher_products : tuple of (p_k, (F+λI)p_k)
+        x ≈ (F + λ_d I)⁻¹ g.
+    fisher_products : tuple of (p_k, (F+λ_d I)p_k)
         The Fisher products of CG's directions p_0, p_1, ..., in order (not the
         product of x₀ nor the one of x: those are ``Fx0`` and ``Fx``).
     x0 : array (P,) or None
         CG's start when it is not 0 (a given or random x₀).
     Fx0 : array (P,) or None
-        (F + λI)x₀, CG's first product when x₀ is given (r₀ = g − (F+λI)x₀).
+        (F + λ_d I)x₀, CG's first product when x₀ is given (r₀ = g − (F+λ_d I)x₀).
     Fx : array (P,) or None
-        (F + λI)x, the product β uses (None when CG did not run).
+        (F + λ_d I)x, the product β uses (None when CG did not run).
     xFx : float
-        xᵀ(F + λI)x (with the SB3 ``"mean"`` reduction: of the scaled F).
+        xᵀ(F + λ_d I)x (with the SB3 ``"mean"`` reduction: of the scaled F).
     beta : float
         Step length along x (nan when not computed).
     full_step : array (P,)
-        βx (TRPO), εx (NPG) or εg (VPG).
+        βx (TRPO), κx (NPG) or κg (VPG).
     expected_improvement : float
         β gᵀx: the first-order change of L for the full step.
     line_search : LineSearchResult or None
@@ -169,7 +169,7 @@ class StepInfo(NamedTuple):
 
     @property
     def n_fisher_products(self) -> int:
-        """Fisher products the update made: CG's, plus (F+λI)x₀ and (F+λI)x when computed."""
+        """Fisher products the update made: CG's, plus (F+λ_d I)x₀ and (F+λ_d I)x when computed."""
         return len(self.fisher_products) + (self.Fx0 is not None) + (self.Fx is not None)
 
     @property
@@ -183,11 +183,11 @@ class StepInfo(NamedTuple):
 def normalize_advantages(adv_n, *, ddof: int = 0, eps: float = 0.0, mode: str = "std_plus_eps"):
     r"""Standardised advantages and whether the spread was zero.
 
-    .. math:: \hat A' = \frac{\hat A - \bar A}{s + \epsilon},\quad
-              s = \sqrt{\tfrac{1}{N - \mathrm{ddof}}\sum_n(\hat A_n - \bar A)^2}
+    .. math:: \hat A' = \frac{\hat A - \bar A}{\mathrm{std} + \mathtt{eps}},\quad
+              \mathrm{std} = \sqrt{\tfrac{1}{N - \mathrm{ddof}}\sum_n(\hat A_n - \bar A)^2}
 
-    (``mode="sqrt_var_plus_eps"``: divide by :math:`\sqrt{s^2 + \epsilon}`;
-    ``"var_plus_eps"``: by :math:`s^2 + \epsilon`, as garage does.)
+    (``mode="sqrt_var_plus_eps"``: divide by :math:`\sqrt{\mathrm{std}^2 + \mathtt{eps}}`;
+    ``"var_plus_eps"``: by :math:`\mathrm{std}^2 + \mathtt{eps}`, as garage does.)
 
     A zero spread — all advantages equal, tested exactly, or N − ddof ≤ 0 — is
     returned as zeros with the flag True.  (Computing the std of equal values in
@@ -199,9 +199,9 @@ def normalize_advantages(adv_n, *, ddof: int = 0, eps: float = 0.0, mode: str = 
     ----------
     adv_n : array (N,)
     ddof : int
-        Degrees of freedom of s (0 or 1).
+        Degrees of freedom of std (0 or 1).
     eps : float
-        ε >= 0.
+        eps >= 0.
     mode : {"std_plus_eps", "sqrt_var_plus_eps", "var_plus_eps"}
 
     Returns
@@ -231,8 +231,8 @@ def normalize_advantages(adv_n, *, ddof: int = 0, eps: float = 0.0, mode: str = 
 def beta(xFx: float, max_kl: float, eps: float = 0.0) -> float:
     r"""Largest step along x whose quadratic KL model equals δ.
 
-    .. math:: \beta = \sqrt{\frac{2\delta}{x^\top(F + \lambda_d I)x + \epsilon}},\qquad
-              \tfrac12(\beta x)^\top(F + \lambda_d I)(\beta x) = \delta \ (\epsilon = 0)
+    .. math:: \beta = \sqrt{\frac{2\delta}{x^\top(F + \lambda_d I)x + \mathtt{eps}}},\qquad
+              \tfrac12(\beta x)^\top(F + \lambda_d I)(\beta x) = \delta \ (\mathtt{eps} = 0)
 
     Parameters
     ----------
@@ -400,13 +400,13 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
                         expected=config.step_size * float(u.g_host @ u.g_host))
     if not np.any(u.g_host):
         return u.finish("zero_gradient", theta)
-    cg, x, xFx, gx = u.solve()                                         # (F + λI)x = g
+    cg, x, xFx, gx = u.solve()                                         # (F + λ_d I)x = g
     if not (math.isfinite(xFx) and xFx > 0):
         return u.finish("nonpositive_curvature", theta, cg=cg, step_dir=x, xFx=xFx)
     if config.method == "npg":                                         # θ = θ_old + κ x
         return u.finish("fixed_step", theta + config.step_size * x, cg=cg, step_dir=x, xFx=xFx,
                         full_step=config.step_size * x, expected=config.step_size * gx)
-    b = beta(xFx, config.max_kl, config.step_size_eps)                 # β = √(2δ / xᵀ(F+λI)x)
+    b = beta(xFx, config.max_kl, config.step_size_eps)                 # β = √(2δ / xᵀ(F+λ_d I)x)
     ls = u.line_search(b * x, b * gx)                                  # θ_old + α^j βx
     return u.finish("accepted" if ls.success else "line_search_failed", ls.x, cg=cg, step_dir=x, xFx=xFx,
                     beta=b, full_step=b * x, expected=b * gx, ls=ls)
@@ -419,7 +419,7 @@ class _Update:
         self.policy, self.theta, self.prep, self.config = policy, theta, prep, config
         self.xp = backend.namespace(theta)
         self.old = policy.at(theta, prep.obs, prep.act)               # the one forward pass at θ_old
-        self.products: list = []                                      # (v, (F+λI)v), in the order made
+        self.products: list = []                                      # (v, (F+λ_d I)v), in the order made
         self.fx = None
         self.surrogate_before = self.objective(self.old)
         self.entropy = backend.to_float(self.old.entropy())
@@ -446,7 +446,7 @@ class _Update:
         return g
 
     def solve(self):
-        """CG on (F + λI)x = g from x₀, then (F + λI)x: returns (cg, x, xᵀ(F+λI)x, gᵀx)."""
+        """CG on (F + λ_d I)x = g from x₀, then (F + λ_d I)x: returns (cg, x, xᵀ(F+λ_d I)x, gᵀx)."""
         prep, config, xp = self.prep, self.config, self.xp
         same_samples = prep.fisher_obs is prep.obs
         fisher = (self.old.fisher_operator() if same_samples
@@ -463,7 +463,7 @@ class _Update:
                                 keep_iterates=True, alpha_eps=config.cg_alpha_eps,
                                 check_initial=config.cg_check_initial)
         self.cg = cg
-        self.fx = damped_fvp(cg.x)                                   # (F + λI)x: the curvature along x for β
+        self.fx = damped_fvp(cg.x)                                   # (F + λ_d I)x: the curvature along x for β
         return cg, cg.x, backend.to_float(xp.sum(cg.x * self.fx)), backend.to_float(xp.sum(self.g * cg.x))
 
     def line_search(self, full_step, expected):

@@ -141,7 +141,7 @@ def realistic_case(kind: str = "gaussian", seed: int | None = None, n: int = 256
 #: Planted bugs -> the stage where each is made (the quantity the stage-wise check must name first).
 BUGS = {
     "kl_direction_swapped": "the line search's KL (ls[0].kl)",
-    "damping_missing_from_beta": "(F+λI)x for β (Fx)",
+    "damping_missing_from_beta": "(F+λ_d I)x for β (Fx)",
     "advantages_not_normalized": "the advantages used (adv_used)",
     "zero_fvp": "the first Fisher product (fisher[0].Fv): the old policy was not detached",
     "beta_without_factor_2": "β (beta)",

@@ -186,7 +186,7 @@ def trace_from_arrays(arrays: dict[str, Any], where: str = "<trace>") -> Trace:
 
 
 def _upgrade_v1(meta: dict, raw: dict) -> None:
-    """Version 1 kept (F+λI)x₀ as the first row of fisher_v / fisher_Fv; version 2 names it ``Fx0``."""
+    """Version 1 kept (F+λ_d I)x₀ as the first row of fisher_v / fisher_Fv; version 2 names it ``Fx0``."""
     if "cg_x0" in raw:
         if "fisher_Fv" in raw and raw["fisher_Fv"].ndim == 2 and raw["fisher_Fv"].shape[0] > 0:
             raw["Fx0"] = raw["fisher_Fv"][0]
@@ -223,7 +223,7 @@ def _validate(raw: dict[str, np.ndarray], where: str) -> Trace:
     if fv == 1:
         _upgrade_v1(meta, raw)
     if "Fx0" in raw and "cg_x0" not in raw:
-        raise ValueError(f"{where}: 'Fx0' ((F+λI)x₀) is recorded but 'cg_x0' (x₀) is not")
+        raise ValueError(f"{where}: 'Fx0' ((F+λ_d I)x₀) is recorded but 'cg_x0' (x₀) is not")
     missing = [f.key for f in FIELDS if f.required and f.key not in raw]
     if missing:
         raise ValueError(f"{where}: missing required keys {missing}")

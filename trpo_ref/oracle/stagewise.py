@@ -12,19 +12,19 @@ candidate's quantity                recomputed from
 ==================================  =================================================================
 logp, adv_used, surrogate_before,   the inputs
 entropy, g
-Fx0                                 (F+λI)·(the candidate's x₀)
-fisher[k].v                         p₀ = r₀ = g − (F+λI)x₀; p_{k+1} = r_{k+1} + (‖r_{k+1}‖²/‖r_k‖²) p_k
-fisher[k].Fv                        (F+λI)·(the candidate's p_k)
-cg.pAp[k], cg.x[k+1], cg.r[k+1]     the candidate's p_k, (F+λI)p_k, x_k and ‖r_k‖ (α_k = ‖r_k‖²/p_kᵀAp_k)
+Fx0                                 (F+λ_d I)·(the candidate's x₀)
+fisher[k].v                         p₀ = r₀ = g − (F+λ_d I)x₀; p_{k+1} = r_{k+1} + (‖r_{k+1}‖²/‖r_k‖²) p_k
+fisher[k].Fv                        (F+λ_d I)·(the candidate's p_k)
+cg.pAp[k], cg.x[k+1], cg.r[k+1]     the candidate's p_k, (F+λ_d I)p_k, x_k and ‖r_k‖ (τ_k = ‖r_k‖²/p_kᵀAp_k)
 cg.n_iter, converged, breakdown     the configured cap and stopping rule on the candidate's residuals
-step_dir, Fx, xFx, beta,            the candidate's last iterate, its x, (F+λI)x, β and g
+step_dir, Fx, xFx, beta,            the candidate's last iterate, its x, (F+λ_d I)x, β and g
 full_step, expected_improvement
 ls[j].*                             θ_j = θ_old + (its fraction)·(its full step); the rule on its values
 accepted_index, theta_new, kl, …    the rule; the candidate's accepted θ
 ==================================  =================================================================
 
 The residual vectors r_k are not in a trace; they are rebuilt by CG's own
-recurrence r_{k+1} = r_k − α_k (F+λI)p_k from the candidate's r₀, α_k and
+recurrence r_{k+1} = r_k − τ_k (F+λ_d I)p_k from the candidate's r₀, τ_k and
 products, so their rounding adds up but is never amplified.
 
 Each row passes when ``max|c − r| ≤ max(rtol·max|r|, terms_rtol·terms)``:
@@ -152,7 +152,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
     def terms_at(th):
         return surrogate_terms(policy, th, prep, c_ent) if is_finite(th) else 0.0
 
-    def A(v):  # (F + λI)v in float64 on the Fisher samples (NaN for a non-finite v)
+    def A(v):  # (F + λ_d I)v in float64 on the Fisher samples (NaN for a non-finite v)
         if not is_finite(v):
             return np.full_like(v, math.nan)
         fv = fisher(v)
@@ -265,7 +265,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
             rn_scale = float(np.linalg.norm(g) + np.linalg.norm(Fx0))
         else:
             r, r_scale, rn_scale = g.copy(), float(np.abs(g).max()), float(np.linalg.norm(g))
-        row("cg.r[0]", "‖r₀‖ = ‖g − (F+λI)x₀‖", float(np.linalg.norm(r)),
+        row("cg.r[0]", "‖r₀‖ = ‖g − (F+λ_d I)x₀‖", float(np.linalg.norm(r)),
             None if rn_c is None or rn_c.shape[0] == 0 else rn_c[0], scale=rn_scale)
         b_norm = float(np.linalg.norm(g))
 
@@ -287,7 +287,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
             pAp_rec = item("cg_pAp", k)
             if p_c is None and X_c is not None and k < X_c.shape[0] and pAp_rec is not None \
                     and rn_c is not None and k < rn_c.shape[0]:
-                # no directions recorded: the candidate's step x_{k+1} − x_k = α_k p_k gives p_k
+                # no directions recorded: the candidate's step x_{k+1} − x_k = τ_k p_k gives p_k
                 p_c = (X_c[k] - x) / (rr / (float(pAp_rec) + cfg.cg_alpha_eps))
             if p_c is None:
                 p_c = p_ref                                                 # nothing to force: trpo_ref's CG
@@ -295,23 +295,23 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
             else:
                 row(f"fisher[{k}].v", f"CG direction p_{k}", p_ref, p_c, scale=p_scale, locate=locate_p)
             Ap_ours = AV[k] if k in AV else A(p_c)
-            Ap_c, gone = entry("fisher_Fv", k, f"fisher[{k}].Fv", f"(F+λI)p_{k}")
+            Ap_c, gone = entry("fisher_Fv", k, f"fisher[{k}].Fv", f"(F+λ_d I)p_{k}")
             if gone:
                 break
             if Ap_c is None:
                 Ap_c = Ap_ours
             else:
-                row(f"fisher[{k}].Fv", f"(F+λI)p_{k}", Ap_ours, Ap_c, A_scale(p_c, Ap_ours), locate_p)
+                row(f"fisher[{k}].Fv", f"(F+λ_d I)p_{k}", Ap_ours, Ap_c, A_scale(p_c, Ap_ours), locate_p)
             pAp_ref = float(p_c @ Ap_c)
             pAp_cand = item("cg_pAp", k)
             if cg_forced:
-                row(f"cg.pAp[{k}]", f"p_{k}ᵀ(F+λI)p_{k}", pAp_ref, pAp_cand, scale=float(np.abs(p_c * Ap_c).sum()))
+                row(f"cg.pAp[{k}]", f"p_{k}ᵀ(F+λ_d I)p_{k}", pAp_ref, pAp_cand, scale=float(np.abs(p_c * Ap_c).sum()))
             pAp = float(pAp_cand) if pAp_cand is not None else pAp_ref
             if not (math.isfinite(pAp) and pAp > 0.0):
                 breakdown, expected_n = True, k
                 break
-            alpha = rr / (pAp + cfg.cg_alpha_eps)                          # α_k = ‖r_k‖² / pᵀAp
-            x_ref = x + alpha * p_c                                         # x_{k+1} = x_k + α_k p_k
+            alpha = rr / (pAp + cfg.cg_alpha_eps)                          # τ_k = ‖r_k‖² / pᵀAp
+            x_ref = x + alpha * p_c                                         # x_{k+1} = x_k + τ_k p_k
             x_c, gone = entry("cg_iterates", k, f"cg.x[{k + 1}]", f"CG iterate x_{k + 1}")
             if gone:
                 break
@@ -319,7 +319,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
                 row(f"cg.x[{k + 1}]", f"CG iterate x_{k + 1}", x_ref, x_c,
                     scale=float(np.abs(x).max() + abs(alpha) * np.abs(p_c).max()), locate=locate_p)
             x = x_ref if x_c is None else x_c                               # the candidate's x_{k+1}
-            r_new = r - alpha * Ap_c                                        # r_{k+1} = r_k − α_k A p_k
+            r_new = r - alpha * Ap_c                                        # r_{k+1} = r_k − τ_k A p_k
             r_scale += abs(alpha) * float(np.abs(Ap_c).max())
             rn_scale += abs(alpha) * float(np.linalg.norm(Ap_c))
             if cg_forced:
@@ -327,7 +327,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
                     None if rn_c is None or k + 1 >= rn_c.shape[0] else rn_c[k + 1], scale=rn_scale)
             rr_new = rr_of(k + 1, r_new)
             beta_k = rr_new / rr
-            p_ref = r_new + beta_k * p_c                                    # p_{k+1} = r_{k+1} + β_k p_k
+            p_ref = r_new + beta_k * p_c                                    # p_{k+1} = r_{k+1} + ω_k p_k
             p_scale = r_scale + abs(beta_k) * float(np.abs(p_c).max())
             r, rr = r_new, rr_new
             k += 1
