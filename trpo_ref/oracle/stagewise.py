@@ -51,7 +51,7 @@ __all__ = ["check_stagewise", "surrogate_terms", "kl_terms", "entropy_terms"]
 
 
 def surrogate_terms(policy, theta, prep, entropy_coef: float = 0.0) -> float:
-    r"""Size of the terms of :math:`L(\theta)`: :math:`\frac1N\sum_n |r_n(\theta)\hat A_n|` (+ |c_H H̄|)."""
+    r"""Size of the terms of :math:`L(\theta)`: :math:`\frac1N\sum_n |r_n(\theta)\hat A_n|`, plus :math:`|c_H \bar H|` with an entropy bonus."""
     logp = policy.log_prob(theta, prep.obs, prep.act)
     terms = float(np.mean(np.abs(np.exp(logp - prep.logp_old) * prep.adv)))
     if entropy_coef:
@@ -79,7 +79,7 @@ def kl_terms(policy, theta_old, theta, obs, reverse: bool) -> float:
 
 
 def entropy_terms(policy, theta, obs) -> float:
-    r"""Size of the terms of the mean entropy: Σ_a(|log σ_a| + ½log 2πe) (Gaussian), H itself (categorical)."""
+    r"""Size of the terms of the mean entropy: :math:`\sum_a (|\log\sigma_a| + \tfrac12\log 2\pi e)` (Gaussian), H itself (categorical)."""
     if policy.kind == "gaussian":
         ls = theta[policy.mlp.num_params:]
         return float(np.sum(np.abs(ls)) + 0.5 * math.log(2 * math.pi * math.e) * ls.shape[0])
