@@ -734,18 +734,54 @@ class PolicyAt:
         return self._logp
 
     def surrogate(self, adv_n, logp_old_n):
-        r""":math:`\frac1N\sum_n r_n\hat A_n` (0-d array), as :meth:`GaussianMLPPolicy.surrogate`."""
+        r""":math:`\frac1N\sum_n r_n\hat A_n` (0-d array), as :meth:`GaussianMLPPolicy.surrogate`.
+
+        Parameters
+        ----------
+        adv_n : array (N,)
+            Advantage estimates Â_n.
+        logp_old_n : array (N,)
+            :math:`\log\pi_{old}(a_n|s_n)` recorded at sampling time.
+
+        Returns
+        -------
+        surr : 0-d array
+        """
         adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
         return self._xp.mean(self._xp.exp(self.log_prob() - logp_old_n) * adv_n)
 
     def surrogate_terms(self, adv_n, logp_old_n) -> float:
-        r"""Size of the surrogate's terms, :math:`\frac1N\sum_n |r_n\hat A_n|` (host float)."""
+        r"""Size of the surrogate's terms, :math:`\frac1N\sum_n |r_n\hat A_n|` (host float).
+
+        Parameters
+        ----------
+        adv_n : array (N,)
+            Advantage estimates Â_n.
+        logp_old_n : array (N,)
+            :math:`\log\pi_{old}(a_n|s_n)` recorded at sampling time.
+
+        Returns
+        -------
+        float
+        """
         adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
         xp = self._xp
         return backend.to_float(xp.mean(xp.abs(xp.exp(self.log_prob() - logp_old_n) * adv_n)))
 
     def surrogate_grad(self, adv_n, logp_old_n):
-        r""":math:`\nabla L` (P,), as :meth:`GaussianMLPPolicy.surrogate_grad`."""
+        r""":math:`\nabla L` (P,), as :meth:`GaussianMLPPolicy.surrogate_grad`.
+
+        Parameters
+        ----------
+        adv_n : array (N,)
+            Advantage estimates Â_n.
+        logp_old_n : array (N,)
+            :math:`\log\pi_{old}(a_n|s_n)` recorded at sampling time.
+
+        Returns
+        -------
+        grad_p : array (P,)
+        """
         adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
         w_n = self._xp.exp(self.log_prob() - logp_old_n) * adv_n / self.n
         pol = self.policy
@@ -762,13 +798,32 @@ class PolicyAt:
     def kl(self, old: "PolicyAt", reverse: bool = False):
         r"""Mean :math:`KL(\pi_{old}\|\pi_\theta)` (``reverse``: :math:`KL(\pi_\theta\|\pi_{old})`), 0-d array.
 
-        ``old`` is the policy at θ_old on the same observations.
+        Parameters
+        ----------
+        old : PolicyAt
+            The policy at θ_old on the same observations.
+        reverse : bool
+            Use :math:`KL(\pi_\theta\|\pi_{old})` instead.
+
+        Returns
+        -------
+        kl : 0-d array
         """
         kl_n = self.policy._kl(self.phi, old.phi) if reverse else self.policy._kl(old.phi, self.phi)
         return self._xp.mean(kl_n)
 
     def fisher_operator(self, damping: float = 0.0) -> "FisherOperator":
-        r"""The policy's Fisher operator at this θ on these observations, reusing this forward pass."""
+        r"""The policy's Fisher operator at this θ on these observations, reusing this forward pass.
+
+        Parameters
+        ----------
+        damping : float
+            λ_d >= 0 added on the diagonal.
+
+        Returns
+        -------
+        FisherOperator
+        """
         return self.policy.fisher_operator(self.theta, self.obs, damping, forward=(self.out, self.cache))
 
 
