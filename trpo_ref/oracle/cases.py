@@ -41,16 +41,22 @@ def synthetic_case(kind: str = "gaussian", seed: int = 0, n: int = 32, obs_dim: 
     actions are sampled from π_θold on the host and ``logp_old`` are their exact
     log-probabilities; advantages are 1.5·N(0, 1) + 0.5 (non-zero mean and
     non-unit spread, so normalisation matters).  ``act_dim`` is the number of
-    actions for ``kind="categorical"``.
+    actions for ``kind="categorical"``, of sub-actions (with 2, 3, … choices)
+    for ``"multicategorical"`` and of bits for ``"bernoulli"``.
     """
-    from ..policy import CategoricalMLPPolicy, GaussianMLPPolicy
+    from ..policy import BernoulliMLPPolicy, CategoricalMLPPolicy, GaussianMLPPolicy, MultiCategoricalMLPPolicy
 
     if kind == "gaussian":
         policy = GaussianMLPPolicy(obs_dim, act_dim, tuple(hidden_sizes), activation)
     elif kind == "categorical":
         policy = CategoricalMLPPolicy(obs_dim, act_dim, tuple(hidden_sizes), activation)
+    elif kind == "multicategorical":
+        policy = MultiCategoricalMLPPolicy(obs_dim, tuple(range(2, 2 + act_dim)), tuple(hidden_sizes), activation)
+    elif kind == "bernoulli":
+        policy = BernoulliMLPPolicy(obs_dim, act_dim, tuple(hidden_sizes), activation)
     else:
-        raise ValueError(f"policy kind must be 'gaussian' or 'categorical', got {kind!r}")
+        raise ValueError(f"policy kind must be 'gaussian', 'categorical', 'multicategorical' or 'bernoulli', "
+                         f"got {kind!r}")
     if int(n) < 2:
         raise ValueError(f"n must be >= 2, got {n}")
     rng = np.random.default_rng(seed)
@@ -62,17 +68,17 @@ def synthetic_case(kind: str = "gaussian", seed: int = 0, n: int = 32, obs_dim: 
 
 
 # ----------------------------------------------------------------- golden
-#: Shared sizes of every golden case: small, so the twelve files stay well under 300 KB.
+#: Shared sizes of every golden case: small, so the 24 files stay well under 600 KB.
 GOLDEN_SIZES = dict(n=20, obs_dim=3, hidden_sizes=(4, 3), activation="tanh")
-#: Output size: action dimension (Gaussian) or number of actions (categorical).
-GOLDEN_OUT_DIM = {"gaussian": 2, "categorical": 3}
+#: Action dimension (Gaussian), number of actions (categorical), sub-actions (2 and 3 choices) or bits.
+GOLDEN_OUT_DIM = {"gaussian": 2, "categorical": 3, "multicategorical": 2, "bernoulli": 2}
 
 
 def golden_cases() -> list[tuple[str, str, str, int]]:
     """``(file name, preset, kind, seed)`` of every golden trace in tests/golden/."""
     out = []
     for i, preset in enumerate(sorted(PRESETS)):
-        for j, kind in enumerate(("gaussian", "categorical")):
+        for j, kind in enumerate(("gaussian", "categorical", "multicategorical", "bernoulli")):
             out.append((f"{preset}-{kind}.npz", preset, kind, 100 + 10 * i + j))
     return out
 
