@@ -88,7 +88,17 @@ class _MLPPolicy:
     continuous_actions = False
 
     def act_shape(self, n: int) -> tuple[int, ...]:
-        """Shape of a batch of ``n`` actions."""
+        """Shape of a batch of ``n`` actions.
+
+        Parameters
+        ----------
+        n : int
+            Number of samples.
+
+        Returns
+        -------
+        tuple of int
+        """
         return (n,)
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
