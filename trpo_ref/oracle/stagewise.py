@@ -68,7 +68,7 @@ def kl_terms(policy, theta_old, theta, obs, reverse: bool) -> float:
 
 
 def entropy_terms(policy, theta, obs) -> float:
-    r"""Size of the terms of the mean entropy, from the policy's head (Gaussian: Σ_a |log σ_a| + ½ log 2πe)."""
+    r"""Size of the terms of the mean entropy, from the policy's head (Gaussian: :math:`\sum_a |\log\sigma_a| + \tfrac12\log 2\pi e`)."""
     phi, _ = policy._dist(theta, obs)
     return float(policy._entropy_terms(phi, obs.shape[0]))
 
