@@ -31,6 +31,14 @@ Categorical, φ = logits z, p = softmax(z):
 :math:`M u = p\odot u - p\,(p^\top u)`  (M = diag(p) − p pᵀ)                :meth:`Categorical.fisher_product`
 ==========================================================================  ===============================
 
+:class:`MultiCategorical` (MultiDiscrete actions) applies :class:`Categorical`
+to consecutive slices of the logits, one per sub-action: log-probability,
+entropy and KL are summed over the slices and the metric is block-diagonal.
+:class:`Bernoulli` (MultiBinary actions) has
+:math:`\log p(a) = \sum_k a_k\log\sigma(z_k) + (1 - a_k)\log\sigma(-z_k)`,
+:math:`\partial\log p(a)/\partial z = a - \sigma(z)` and
+:math:`M = \mathrm{diag}(\sigma(z)(1 - \sigma(z)))`.
+
 All reductions over action dimensions are sums (the joint density of a
 diagonal Gaussian).  Every function takes and returns arrays of one
 namespace; sampling draws its noise on the host.
@@ -42,7 +50,7 @@ import math
 
 from . import backend
 
-__all__ = ["DiagGaussian", "Categorical"]
+__all__ = ["DiagGaussian", "Categorical", "MultiCategorical", "Bernoulli"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
