@@ -10,8 +10,9 @@ reports
 * the median time of its repetitions (after one warm-up call);
 * its peak resident memory (``getrusage(RUSAGE_SELF).ru_maxrss``, whole
   process: interpreter, NumPy, the batch and everything the call keeps);
-* its resident memory before the timed work (after imports and the batch), so
-  the call's own peak is the difference;
+* its resident memory after imports and the batch, and before the timed work
+  (for the FVP: after building the operator, whose forward-pass cache is
+  O(N)), so the call's own peak is the difference;
 * for the FVP, the peak of the memory NumPy allocates *during one product*
   (``tracemalloc``; NumPy reports its buffers to it), blocked (the default
   ``block_rows``) and unblocked (``block_rows = N``): the temporaries.
@@ -78,7 +79,7 @@ def measure_point(n: int, dtype: str, what: str, budget_s: float = 8.0, max_reps
 
     pi, theta, batch, _ = make_problem(n, dtype)
     v = np.random.default_rng(2).standard_normal(pi.num_params).astype(dtype)
-    out = {"n": n, "dtype": dtype, "what": what}
+    out = {"n": n, "dtype": dtype, "what": what, "rss_batch_mib": _rss_mib()}
     if what == "fvp":
         op = pi.fisher_operator(theta, batch.obs, DAMPING)
         op(v)  # warm-up (fills φ' in the cache)
@@ -118,6 +119,7 @@ def measure_point(n: int, dtype: str, what: str, budget_s: float = 8.0, max_reps
             times.append(time.perf_counter() - t0)
         out["rss_peak_mib"] = _rss_mib()
     out["times_s"] = times
+    out["loadavg_1min"] = os.getloadavg()[0]
     out["median_s"] = float(np.median(times))
     out["min_s"], out["max_s"] = float(np.min(times)), float(np.max(times))
     return out
@@ -169,17 +171,18 @@ def render(result: dict) -> str:
     lines = [f"Run of {result['date']}. Machine: **{m['cpu']}**, pinned to CPU {m['cpus']}; BLAS: "
              f"{'; '.join(m['blas'])}{lifted}. NumPy {m['numpy']}, Python {m['python']}. "
              "Each point is a fresh process; times are medians over the repetitions that fit a few seconds "
-             "(FVP ≥ 3, trpo_step ≥ 1), min–max in brackets.", ""]
+             "(FVP ≥ 3, trpo_step ≥ 1), min–max in brackets. Load avg: the machine's 1-minute load average "
+             "at the FVP / trpo_step point (2 cores, shared: above 2, other processes took time from this one).", ""]
     for dtype, rows in result["rows"].items():
         fvp = {p["n"]: p for p in rows if p["what"] == "fvp"}
         step = {p["n"]: p for p in rows if p["what"] == "step"}
         s_f, s_s = result["slopes"][dtype]["fvp"], result["slopes"][dtype]["step"]
         lines += [f"### {dtype}: FVP slope {s_f:.2f}, trpo_step slope {s_s:.2f} (log time vs log N, N ≥ 1e4)"
                   if s_f is not None and s_s is not None else f"### {dtype}", "",
-                  "| N | FVP (ms) | FVP per 1k samples (µs) | FVP process peak RSS (MiB) | of which before the products "
-                  "| FVP temporaries, blocked (MiB) | unblocked (MiB) | trpo_step (s) | trpo_step peak RSS (MiB) "
-                  "| of which before the step |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| N | FVP (ms) | FVP per 1k samples (µs) | FVP process peak RSS (MiB) | batch + imports "
+                  "| operator (forward cache) | FVP temporaries, blocked (MiB) | unblocked (MiB) | trpo_step (s) "
+                  "| trpo_step peak RSS (MiB) | batch + imports | load avg |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for n in sorted(set(fvp) | set(step)):
             f, s = fvp.get(n, {}), step.get(n, {})
 
@@ -190,10 +193,13 @@ def render(result: dict) -> str:
             st = (f"{s['median_s']:.3f} ({s['min_s']:.3f}–{s['max_s']:.3f})" if "median_s" in s
                   else cell(s, "median_s", "{}"))
             per_k = f"{1e6 * f['median_s'] / (n / 1e3):.0f}" if "median_s" in f else "–"
+            op_mib = f"{f['rss_before_mib'] - f['rss_batch_mib']:.0f}" if "rss_batch_mib" in f else "–"
+            load = "/".join(f"{d['loadavg_1min']:.1f}" for d in (f, s) if "loadavg_1min" in d)
             lines.append(f"| {n:,} | {ft} | {per_k} | {cell(f, 'rss_peak_mib', '{:.0f}')} | "
-                         f"{cell(f, 'rss_before_mib', '{:.0f}')} | {cell(f, 'temporaries_blocked_mib', '{:.2f}')} | "
+                         f"{cell(f, 'rss_batch_mib', '{:.0f}')} | {op_mib} | "
+                         f"{cell(f, 'temporaries_blocked_mib', '{:.2f}')} | "
                          f"{cell(f, 'temporaries_unblocked_mib', '{:.1f}')} | {st} | "
-                         f"{cell(s, 'rss_peak_mib', '{:.0f}')} | {cell(s, 'rss_before_mib', '{:.0f}')} |")
+                         f"{cell(s, 'rss_peak_mib', '{:.0f}')} | {cell(s, 'rss_before_mib', '{:.0f}')} | {load} |")
         lines.append("")
     if result.get("plot"):
         lines += [f"![FVP and trpo_step against N]({result['plot']})", ""]

@@ -8,6 +8,7 @@ equation                                               function
 :math:`\bar x = (\partial y/\partial x)^\top \bar y`   :meth:`MLP.vjp`
 :math:`\dot y = (\partial y/\partial\theta)\,\dot\theta + (\partial y/\partial x)\,\dot x`
                                                        :meth:`MLP.jvp`
+:math:`\bar\theta = \sum_n J_n^\top M_n J_n\,\dot\theta`   :meth:`MLP.gauss_newton_product`
 orthogonal initialisation with gains                   :meth:`MLP.init`
 =====================================================  ==========================
 
