@@ -875,6 +875,8 @@ def render_jax(result: dict) -> list:
 
 
 def plot(result: dict, path: Path) -> bool:
+    """Bar charts of the FVP: against JAX (left) and against SB3-contrib (right), each panel one
+    interleaved group, so bars in a panel were timed under the same load."""
     try:
         import matplotlib
 
@@ -882,19 +884,31 @@ def plot(result: dict, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rows = result["policy"]
-    labels = [f"{r['batch']}\n{r['dtype']}" for r in rows]
-    keys = [("fvp", "trpo_ref FVP"), ("matmul_floor", "matmul floor"), ("sb3_fvp", "SB3-contrib FVP")]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    width = 0.8 / len(keys)
-    for i, (k, name) in enumerate(keys):
-        vals = [1e3 * r[k]["median_s"] if k in r else np.nan for r in rows]
-        ax.bar(np.arange(len(rows)) + (i - 1) * width, vals, width, label=name)
-    ax.set_xticks(np.arange(len(rows)), labels)
-    ax.set_yscale("log")
-    ax.set_ylabel("ms per product (median)")
-    ax.set_title("Fisher-vector product, policy 64x64 tanh, obs 17, act 6")
-    ax.legend()
+    panels = []
+    if result.get("jax"):
+        panels.append(("vs JAX (one group per bar cluster)", result["jax"],
+                       [("fvp", "trpo_ref FVP"), ("matmul_floor", "matmul floor (OpenBLAS)"),
+                        ("jax_marginal", "JAX jit, marginal"), ("jax_call", "JAX jit, per call")],
+                       lambda r: f"{r['kind'][:4]} {r['batch']}\n{r['dtype']}"))
+    if result.get("policy"):
+        panels.append(("vs SB3-contrib", result["policy"],
+                       [("fvp", "trpo_ref FVP"), ("matmul_floor", "matmul floor"), ("sb3_fvp", "SB3-contrib FVP")],
+                       lambda r: f"{r['batch']}\n{r['dtype']}"))
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 3.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [len(pn[1]) + 2 for pn in panels]})
+    for ax, (title, rows, keys, label) in zip(axes[0], panels):
+        width = 0.8 / len(keys)
+        for i, (k, name) in enumerate(keys):
+            vals = [1e3 * r[k]["median_s"] if k in r else np.nan for r in rows]
+            ax.bar(np.arange(len(rows)) + (i - (len(keys) - 1) / 2) * width, vals, width, label=name)
+        ax.set_xticks(np.arange(len(rows)), [label(r) for r in rows], fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per product (median)")
+        ax.set_title(f"FVP {title}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("Fisher-vector product, policy 64x64 tanh, obs 17, 6 actions, one core", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
