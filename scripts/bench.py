@@ -25,6 +25,7 @@ Usage::
 
     python scripts/bench.py                     # full run: batch 2048 and 16384, float32 and float64
     python scripts/bench.py --quick             # tiny sizes, a few reps (smoke test); writes to a temp dir
+    python scripts/bench.py --only-jax          # the FVP-vs-JAX table alone; a temp dir unless --md/--out say
     python scripts/bench.py --out docs/perf.json --md docs/performance.md
 
 The Markdown report is written between the markers ``<!-- bench:begin -->``
@@ -993,12 +994,12 @@ def main(argv=None) -> int:
     p.add_argument("--plot", type=Path, default=None, help="PNG (default docs/img/perf_fvp.png; --quick: a temp dir)")
     args = p.parse_args(argv)
     docs = ROOT / "docs"
-    if args.quick:
+    if args.quick or args.only_jax:  # --only-jax: its own files, not the full run's (pass --md to place them)
         import tempfile
 
-        tmp = Path(tempfile.mkdtemp(prefix="trpo_ref_bench_quick_"))
+        tmp = Path(tempfile.mkdtemp(prefix="trpo_ref_bench_quick_" if args.quick else "trpo_ref_bench_jax_"))
         defaults = {"out": tmp / "perf.json", "md": tmp / "performance.md", "plot": tmp / "img" / "perf_fvp.png"}
-        for name in defaults:
+        for name in defaults if args.quick else ():
             if getattr(args, name) is not None and _inside(getattr(args, name), docs):
                 p.error(f"--quick never writes into docs/ (got --{name} {getattr(args, name)})")
     else:

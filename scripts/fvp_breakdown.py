@@ -110,6 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, nargs="+", default=[2048, 16384])
     p.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     p.add_argument("--reps", type=int, default=50)
+    p.add_argument("--step", action="store_true",
+                   help="also time trpo_step (sb3-contrib preset) with this product against the unblocked path")
     args = p.parse_args(argv)
     for n in args.batch:
         for dtype in args.dtypes:
@@ -140,7 +142,37 @@ def main(argv=None) -> int:
             other = total - sum(T.values())
             for k, x in sorted(T.items(), key=lambda kv: -kv[1]) + [("rest (Python, log σ, damping, timers)", other)]:
                 print(f"  {k:40s} {100 * x / total:5.1f} %")
+            if args.step:
+                step_speedup(pi, theta, batch, max(5, args.reps // 5))
     return 0
+
+
+def step_speedup(pi, theta, batch, reps):
+    """trpo_step with the blocked product against trpo_step with the unblocked path, interleaved."""
+    from trpo_ref.policy import FisherOperator
+    from trpo_ref.trpo import TRPOConfig, trpo_step
+
+    blocked = FisherOperator.__call__
+
+    def unblocked(self, v):
+        self.n_products += 1
+        return generic_product(self, v)
+
+    config = TRPOConfig.preset("sb3-contrib")
+    times = {"blocked": [], "unblocked": []}
+    try:
+        for _ in range(reps):
+            for name, call in (("blocked", blocked), ("unblocked", unblocked)):
+                FisherOperator.__call__ = call
+                t0 = time.perf_counter()
+                trpo_step(pi, theta, batch, config)
+                times[name].append(time.perf_counter() - t0)
+    finally:
+        FisherOperator.__call__ = blocked
+    r = np.asarray(times["unblocked"]) / np.asarray(times["blocked"])
+    print(f"  trpo_step: blocked {1e3 * np.median(times['blocked']):.1f} ms, unblocked "
+          f"{1e3 * np.median(times['unblocked']):.1f} ms, speed-up {np.median(r):.2f}× "
+          f"[{np.percentile(r, 25):.2f}–{np.percentile(r, 75):.2f}] over {reps} reps")
 
 
 if __name__ == "__main__":
