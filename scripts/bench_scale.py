@@ -81,8 +81,11 @@ def measure_point(n: int, dtype: str, what: str, budget_s: float = 8.0, max_reps
     v = np.random.default_rng(2).standard_normal(pi.num_params).astype(dtype)
     out = {"n": n, "dtype": dtype, "what": what, "rss_batch_mib": _rss_mib()}
     if what == "fvp":
+        tracemalloc.start()  # what the operator holds: its forward cache (h, φ′ of each hidden layer, output)
         op = pi.fisher_operator(theta, batch.obs, DAMPING)
         op(v)  # warm-up (fills φ' in the cache)
+        out["operator_held_mib"] = tracemalloc.get_traced_memory()[0] / 2**20
+        tracemalloc.stop()
         out["rss_before_mib"] = _rss_mib()
         t0 = time.perf_counter()
         op(v)
@@ -216,7 +219,8 @@ def render(result: dict) -> str:
              "(N interleaved, so a slow spell of the shared machine hits every size of a round alike); median "
              "over the rounds, min–max in brackets; the slope is fitted per round (log time on log N, N ≥ 1e4) "
              "and reported as the median over rounds (min–max). Memory: a fresh process per N and quantity "
-             "(peak RSS; the FVP's temporaries by tracemalloc, blocked and unblocked). Load avg: the 1-minute "
+             "(peak RSS; by tracemalloc: what the operator holds after its first product — its forward cache — and the "
+             "peak of one product's temporaries, blocked and unblocked). Load avg: the 1-minute "
              "load average at the end of each timing process (2 shared cores: above 2, others took time).", ""]
     for dtype, rows in result["rows"].items():
         fvp = {p["n"]: p for p in rows if p["what"] == "fvp"}
@@ -231,7 +235,7 @@ def render(result: dict) -> str:
         load = "/".join(f"{timing[w]['loadavg_1min']:.1f}" for w in ("fvp", "step") if w in timing)
         lines += [head + (f"; load avg {load}" if load else ""), "",
                   "| N | FVP (ms) | FVP per 1k samples (µs) | trpo_step (s) | trpo_step per 1k samples (ms) "
-                  "| FVP process peak RSS (MiB) | batch + imports | operator (forward cache) "
+                  "| FVP process peak RSS (MiB) | batch + imports | operator holds (MiB) "
                   "| FVP temporaries, blocked (MiB) | unblocked (MiB) | trpo_step peak RSS (MiB) | before the step |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for n in sorted(set(fvp) | set(step)):
@@ -244,7 +248,7 @@ def render(result: dict) -> str:
             st = f"{np.median(ts):.3f} ({ts.min():.3f}–{ts.max():.3f})" if ts is not None else "–"
             fk = f"{1e6 * np.median(tf) / (n / 1e3):.0f}" if tf is not None else "–"
             sk = f"{1e3 * np.median(ts) / (n / 1e3):.1f}" if ts is not None else "–"
-            op_mib = f"{f['rss_before_mib'] - f['rss_batch_mib']:.0f}" if "rss_batch_mib" in f else "–"
+            op_mib = f"{f['operator_held_mib']:.0f}" if "operator_held_mib" in f else "–"
             lines.append(f"| {n:,} | {ft} | {fk} | {st} | {sk} | {cell(f, 'rss_peak_mib', '{:.0f}')} | "
                          f"{cell(f, 'rss_batch_mib', '{:.0f}')} | {op_mib} | "
                          f"{cell(f, 'temporaries_blocked_mib', '{:.2f}')} | "
