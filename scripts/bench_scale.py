@@ -17,7 +17,9 @@ reports
   (``tracemalloc``; NumPy reports its buffers to it), blocked (the default
   ``block_rows``) and unblocked (``block_rows = N``): the temporaries.
 
-A fresh process per point keeps one point's peak out of the next.  The slope
+A fresh process per point keeps one point's peak out of the next (and the
+launcher itself stays small: Linux carries a parent's peak RSS into the
+``ru_maxrss`` of the children it starts later).  The slope
 of log time against log N is fitted by least squares over N ≥ 1e4 (below
 that, fixed per-call costs flatten the curve).  Like scripts/bench.py, the
 process runs BLAS on one thread, pins itself to one CPU and removes
@@ -164,6 +166,23 @@ def time_interleaved(ns, dtype: str, what: str, rounds: int) -> dict:
             "loadavg_1min": os.getloadavg()[0]}
 
 
+def run_timing(ns, dtype: str, what: str, rounds: int) -> dict:
+    """:func:`time_interleaved` in a fresh Python process.
+
+    Not in this process: Linux carries a process's peak RSS over into the
+    children it starts afterwards (``ru_maxrss`` survives fork and exec), so a
+    launcher that once held every N would inflate every later memory point.
+    """
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--timing", dtype, what, str(rounds), *map(str, ns)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        return {"times_s": {}, "slopes": [], "loadavg_1min": float("nan"),
+                "error": res.stderr.strip().splitlines()[-1:]}
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["times_s"] = {int(n): t for n, t in out["times_s"].items()}
+    return out
+
+
 def run_point(n: int, dtype: str, what: str, budget_s: float) -> dict:
     """:func:`measure_point` in a fresh Python process (so its peak memory is its own)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--point", str(n), dtype, what, "--budget", str(budget_s)]
@@ -306,6 +325,7 @@ def plot(result: dict, path: Path) -> bool:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--point", nargs=3, metavar=("N", "DTYPE", "WHAT"), help=argparse.SUPPRESS)
+    p.add_argument("--timing", nargs="+", help=argparse.SUPPRESS)  # DTYPE WHAT ROUNDS N...
     p.add_argument("--budget", type=float, default=1.0,
                    help="seconds of repetitions in each memory point's process (default 1)")
     p.add_argument("--quick", action="store_true", help="N 1e3 and 3e3, float64; writes to a temp dir, never docs/")
@@ -321,6 +341,10 @@ def main(argv=None) -> int:
     if args.point:
         n, dtype, what = args.point
         print(json.dumps(measure_point(int(n), dtype, what, args.budget)))
+        return 0
+    if args.timing:
+        dtype, what, rounds, *ns_ = args.timing
+        print(json.dumps(time_interleaved([int(n) for n in ns_], dtype, what, int(rounds))))
         return 0
     docs = ROOT / "docs"
     if args.quick:
@@ -354,7 +378,7 @@ def main(argv=None) -> int:
         result["rows"][dtype] = rows
         result["timing"][dtype] = {}
         for what in ("fvp",) + (() if args.no_step else ("step",)):
-            t = time_interleaved(ns, dtype, what, args.rounds if what == "step" else 3 * args.rounds)
+            t = run_timing(ns, dtype, what, args.rounds if what == "step" else 3 * args.rounds)
             result["timing"][dtype][what] = t
             sl = t["slopes"]
             print(f"{dtype} {what} interleaved: slope per round {np.round(sl, 3).tolist()}", flush=True)
