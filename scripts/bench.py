@@ -729,10 +729,12 @@ def machine_line(m: dict) -> str:
     """One line naming the machine, the BLAS kernel and how the run was isolated (heads every table)."""
     lifted = m.get("kernel_env_lifted") or {}
     now = {k: v for k, v in (m.get("kernel_env_now") or {}).items() if v is not None}
-    env = ("the benchmark removed " + ", ".join(f"`{k}={v}`" for k, v in lifted.items()) + " from its own environment"
-           if lifted else "`OPENBLAS_CORETYPE` / `OPENBLAS_L2_SIZE` were not set")
-    if now:
-        env += "; kept " + ", ".join(f"`{k}={v}`" for k, v in now.items())
+    if lifted:
+        env = "the benchmark removed " + ", ".join(f"`{k}={v}`" for k, v in lifted.items()) + " from its own environment"
+    elif now:
+        env = "the benchmark kept " + ", ".join(f"`{k}={v}`" for k, v in now.items()) + " (`--keep-coretype`)"
+    else:
+        env = "`OPENBLAS_CORETYPE` / `OPENBLAS_L2_SIZE` were not set"
     pin = f"pinned to CPU {m['pinned'][0]}" if m.get("pinned") else f"CPUs {m.get('cpus')}"
     return (f"Machine: **{m.get('cpu')}** ({m.get('nproc')} logical CPUs, this run {pin}); "
             f"BLAS: {blas_kernel(m)}; {env}.")
