@@ -241,6 +241,8 @@ def render(result: dict) -> str:
              "(peak RSS; by tracemalloc: what the operator holds after its first product — its forward cache — and the "
              "peak of one product's temporaries, blocked and unblocked). Load avg: the 1-minute "
              "load average at the end of each timing process (2 shared cores: above 2, others took time).", ""]
+    if result.get("note"):
+        lines += [result["note"], ""]
     for dtype, rows in result["rows"].items():
         fvp = {p["n"]: p for p in rows if p["what"] == "fvp"}
         step = {p["n"]: p for p in rows if p["what"] == "step"}
