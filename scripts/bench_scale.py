@@ -256,8 +256,8 @@ def render(result: dict) -> str:
         load = "/".join(f"{timing[w]['loadavg_1min']:.1f}" for w in ("fvp", "step") if w in timing)
         lines += [head + (f"; load avg {load}" if load else ""), "",
                   "| N | FVP (ms) | FVP per 1k samples (µs) | trpo_step (s) | trpo_step per 1k samples (ms) "
-                  "| FVP process peak RSS (MiB) | batch + imports | operator holds (MiB) "
-                  "| FVP temporaries, blocked (MiB) | unblocked (MiB) | trpo_step peak RSS (MiB) | before the step |",
+                  "| FVP process peak RSS (MiB) | peak after imports + batch | operator holds (MiB) "
+                  "| FVP temporaries, blocked (MiB) | unblocked (MiB) | trpo_step peak RSS (MiB) | peak before the step |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for n in sorted(set(fvp) | set(step)):
             f, s_ = fvp.get(n, {}), step.get(n, {})
@@ -308,6 +308,9 @@ def plot(result: dict, path: Path) -> bool:
                         label=f"FVP temporaries, unblocked ({dtype})")
             ax_m.loglog([n for n, _ in f], [p["temporaries_blocked_mib"] for n, p in f], ls, marker="s",
                         label=f"FVP temporaries, blocked ({dtype})")
+            held = [(n, p["operator_held_mib"]) for n, p in f if "operator_held_mib" in p]
+            if held:
+                ax_m.loglog(*zip(*held), ls, marker="^", label=f"operator holds: forward cache ({dtype})")
     ax_t.set_xlabel("batch N")
     ax_t.set_ylabel("seconds (median)")
     ax_t.set_title("time")
