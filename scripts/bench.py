@@ -25,6 +25,7 @@ Usage::
 
     python scripts/bench.py                     # full run: batch 2048 and 16384, float32 and float64
     python scripts/bench.py --quick             # tiny sizes, a few reps (smoke test); writes to a temp dir
+    python scripts/bench.py --only-jax          # the FVP-vs-JAX table alone; a temp dir unless --md/--out say
     python scripts/bench.py --out docs/perf.json --md docs/performance.md
 
 The Markdown report is written between the markers ``<!-- bench:begin -->``
@@ -728,10 +729,12 @@ def machine_line(m: dict) -> str:
     """One line naming the machine, the BLAS kernel and how the run was isolated (heads every table)."""
     lifted = m.get("kernel_env_lifted") or {}
     now = {k: v for k, v in (m.get("kernel_env_now") or {}).items() if v is not None}
-    env = ("the benchmark removed " + ", ".join(f"`{k}={v}`" for k, v in lifted.items()) + " from its own environment"
-           if lifted else "`OPENBLAS_CORETYPE` / `OPENBLAS_L2_SIZE` were not set")
-    if now:
-        env += "; kept " + ", ".join(f"`{k}={v}`" for k, v in now.items())
+    if lifted:
+        env = "the benchmark removed " + ", ".join(f"`{k}={v}`" for k, v in lifted.items()) + " from its own environment"
+    elif now:
+        env = "the benchmark kept " + ", ".join(f"`{k}={v}`" for k, v in now.items()) + " (`--keep-coretype`)"
+    else:
+        env = "`OPENBLAS_CORETYPE` / `OPENBLAS_L2_SIZE` were not set"
     pin = f"pinned to CPU {m['pinned'][0]}" if m.get("pinned") else f"CPUs {m.get('cpus')}"
     return (f"Machine: **{m.get('cpu')}** ({m.get('nproc')} logical CPUs, this run {pin}); "
             f"BLAS: {blas_kernel(m)}; {env}.")
@@ -875,6 +878,8 @@ def render_jax(result: dict) -> list:
 
 
 def plot(result: dict, path: Path) -> bool:
+    """Bar charts of the FVP: against JAX (left) and against SB3-contrib (right), each panel one
+    interleaved group, so bars in a panel were timed under the same load."""
     try:
         import matplotlib
 
@@ -882,19 +887,31 @@ def plot(result: dict, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rows = result["policy"]
-    labels = [f"{r['batch']}\n{r['dtype']}" for r in rows]
-    keys = [("fvp", "trpo_ref FVP"), ("matmul_floor", "matmul floor"), ("sb3_fvp", "SB3-contrib FVP")]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    width = 0.8 / len(keys)
-    for i, (k, name) in enumerate(keys):
-        vals = [1e3 * r[k]["median_s"] if k in r else np.nan for r in rows]
-        ax.bar(np.arange(len(rows)) + (i - 1) * width, vals, width, label=name)
-    ax.set_xticks(np.arange(len(rows)), labels)
-    ax.set_yscale("log")
-    ax.set_ylabel("ms per product (median)")
-    ax.set_title("Fisher-vector product, policy 64x64 tanh, obs 17, act 6")
-    ax.legend()
+    panels = []
+    if result.get("jax"):
+        panels.append(("vs JAX (one group per bar cluster)", result["jax"],
+                       [("fvp", "trpo_ref FVP"), ("matmul_floor", "matmul floor (OpenBLAS)"),
+                        ("jax_marginal", "JAX jit, marginal"), ("jax_call", "JAX jit, per call")],
+                       lambda r: f"{r['kind'][:4]} {r['batch']}\n{r['dtype']}"))
+    if result.get("policy"):
+        panels.append(("vs SB3-contrib", result["policy"],
+                       [("fvp", "trpo_ref FVP"), ("matmul_floor", "matmul floor"), ("sb3_fvp", "SB3-contrib FVP")],
+                       lambda r: f"{r['batch']}\n{r['dtype']}"))
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 3.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [len(pn[1]) + 2 for pn in panels]})
+    for ax, (title, rows, keys, label) in zip(axes[0], panels):
+        width = 0.8 / len(keys)
+        for i, (k, name) in enumerate(keys):
+            vals = [1e3 * r[k]["median_s"] if k in r else np.nan for r in rows]
+            ax.bar(np.arange(len(rows)) + (i - (len(keys) - 1) / 2) * width, vals, width, label=name)
+        ax.set_xticks(np.arange(len(rows)), [label(r) for r in rows], fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per product (median)")
+        ax.set_title(f"FVP {title}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("Fisher-vector product, policy 64x64 tanh, obs 17, 6 actions, one core", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -979,12 +996,12 @@ def main(argv=None) -> int:
     p.add_argument("--plot", type=Path, default=None, help="PNG (default docs/img/perf_fvp.png; --quick: a temp dir)")
     args = p.parse_args(argv)
     docs = ROOT / "docs"
-    if args.quick:
+    if args.quick or args.only_jax:  # --only-jax: its own files, not the full run's (pass --md to place them)
         import tempfile
 
-        tmp = Path(tempfile.mkdtemp(prefix="trpo_ref_bench_quick_"))
+        tmp = Path(tempfile.mkdtemp(prefix="trpo_ref_bench_quick_" if args.quick else "trpo_ref_bench_jax_"))
         defaults = {"out": tmp / "perf.json", "md": tmp / "performance.md", "plot": tmp / "img" / "perf_fvp.png"}
-        for name in defaults:
+        for name in defaults if args.quick else ():
             if getattr(args, name) is not None and _inside(getattr(args, name), docs):
                 p.error(f"--quick never writes into docs/ (got --{name} {getattr(args, name)})")
     else:

@@ -8,6 +8,7 @@ equation                                               function
 :math:`\bar x = (\partial y/\partial x)^\top \bar y`   :meth:`MLP.vjp`
 :math:`\dot y = (\partial y/\partial\theta)\,\dot\theta + (\partial y/\partial x)\,\dot x`
                                                        :meth:`MLP.jvp`
+:math:`\bar\theta = \sum_n J_n^\top M_n J_n\,\dot\theta`   :meth:`MLP.gauss_newton_product`
 orthogonal initialisation with gains                   :meth:`MLP.init`
 =====================================================  ==========================
 
@@ -394,9 +395,9 @@ class MLP:
         dtype = theta_dot.dtype
         n = cache.inputs[0].shape[0]
         sizes, L = self.sizes, self.n_layers
-        rows = min(n, int(block_rows) if block_rows else default_block_rows(max(sizes), dtype.itemsize))
-        if rows < 1:
-            raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+        if block_rows is not None and int(block_rows) < 1:
+            raise ValueError(f"block_rows must be >= 1 or None, got {block_rows}")
+        rows = min(n, int(block_rows) if block_rows is not None else default_block_rows(max(sizes), dtype.itemsize))
         derivs = [self._act_deriv(cache, l) for l in range(L - 1)]
         # Per layer l: packed rows [h_l | 1 | ḣ_l] (ḣ_0 = 0: [x | 1]) and, for l >= 1,
         # the stacked [Ẇ_l; ḃ_l; W_l], so that ż_l = [h | 1 | ḣ] @ [Ẇ; ḃ; W].
