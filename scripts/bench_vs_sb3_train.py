@@ -150,22 +150,86 @@ def ours_train(cfg, tc, out: Path) -> dict:
             "solved_steps": solved_steps, "solved_wall": solved_wall}
 
 
-def ours_stages(cfg, tc) -> dict:
-    """The loop with no files (``iterate``): seconds per stage, summed over the run, and the whole."""
+def paired_iterations(cfg, tc, seed: int, run_dir: Path) -> dict:
+    """One trpo_ref iteration before each SB3-contrib iteration, in one process: per-iteration seconds of each.
+
+    SB3's ``learn`` calls its callback's ``_on_rollout_start`` at the start of
+    every iteration; there one trpo_ref iteration runs (``Trainer.step`` and the
+    per-iteration file work ``train()`` does: the progress and episode rows, a
+    checkpoint after iteration 1, every ``checkpoint_every`` and after the
+    last).  SB3's iteration k is then the time from the end of trpo_ref's
+    iteration k to the start of trpo_ref's iteration k+1 (or the end of
+    ``learn``): its ``collect_rollouts`` and ``train()``.  Load that comes and
+    goes on a shared machine hits both sides of each pair alike.
+    """
+    import torch
+    from sb3_contrib import TRPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
     from threadpoolctl import threadpool_limits
 
-    from trpo_ref.train import Trainer, iterate
+    from trpo_ref import rundir
+    from trpo_ref.train import EPISODE_COLUMNS, PROGRESS_COLUMNS, Trainer
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    torch.set_num_threads(1)
+    n_iter = cfg.n_iterations
+    trainer = Trainer(cfg, tc)
+    run_dir.mkdir(parents=True)
+    progress = rundir.CSVLog(run_dir / "progress.csv", PROGRESS_COLUMNS, one_row_per_iteration=True)
+    episodes = rundir.CSVLog(run_dir / "episodes.csv", EPISODE_COLUMNS, one_row_per_iteration=False)
+    progress.create()
+    episodes.create()
+    ours, stages, marks, roll_end = [], [], [], []
+
+    def our_iteration():
         t0 = time.perf_counter()
-        trainer = Trainer(cfg, tc)
-        t_setup = time.perf_counter() - t0
-        sums = dict.fromkeys(STAGES, 0.0)
-        for rec in iterate(cfg, tc, trainer):
-            for k in STAGES:
-                sums[k] += rec.seconds[k]
-        wall = time.perf_counter() - t0
-    return {"wall": wall, "setup": t_setup, **sums}
+        rec = trainer.step()
+        it = rec.row["iteration"]
+        t1 = time.perf_counter()
+        progress.append([[rec.row[c] for c in PROGRESS_COLUMNS]])
+        episodes.append([[it, rec.row["total_steps"], r, n] for r, n in rec.episodes])
+        if it == 1 or it % cfg.checkpoint_every == 0 or it == n_iter:
+            rundir.save_checkpoint(run_dir, *trainer.state_dict())
+        t2 = time.perf_counter()
+        ours.append(t2 - t0)
+        stages.append({**rec.seconds, "files": t2 - t1})
+        return t0, t2
+
+    class Pair(BaseCallback):
+        def _on_rollout_start(self):
+            if len(ours) < n_iter:
+                marks.append(our_iteration())
+            else:
+                marks.append((time.perf_counter(),) * 2)
+
+        def _on_rollout_end(self):
+            roll_end.append(time.perf_counter())
+
+        def _on_step(self):
+            return True
+
+    venv = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed)
+    if cfg.normalize_obs or cfg.normalize_reward:
+        venv = VecNormalize(venv, norm_obs=cfg.normalize_obs, norm_reward=cfg.normalize_reward,
+                            clip_obs=cfg.obs_clip, clip_reward=cfg.reward_clip, gamma=cfg.gamma)
+    model = TRPO("MlpPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.critic_batch_size,
+                 n_critic_updates=cfg.critic_epochs, learning_rate=cfg.critic_lr, gamma=cfg.gamma,
+                 gae_lambda=cfg.gae_lambda, cg_max_steps=tc.cg_iters, cg_damping=tc.cg_damping,
+                 target_kl=tc.max_kl, line_search_shrinking_factor=tc.backtrack_coeff,
+                 line_search_max_iter=tc.backtrack_iters,
+                 policy_kwargs=dict(net_arch=dict(pi=list(cfg.hidden_sizes), vf=list(cfg.vf_hidden_sizes)),
+                                    log_std_init=cfg.log_std_init),
+                 seed=seed, device="cpu")
+    with threadpool_limits(limits=1, user_api="blas"):
+        model.learn(total_timesteps=n_iter * cfg.steps_per_iteration, callback=Pair())
+    t_end = time.perf_counter()
+    trainer.close()
+    starts = [m[0] for m in marks[1:]] + [t_end]
+    sb3 = [s_next - m[1] for m, s_next in zip(marks, starts)]
+    sb3_roll = [r - m[1] for m, r in zip(marks, roll_end)]
+    return {"ours": ours, "stages": stages, "sb3": sb3, "sb3_rollout": sb3_roll,
+            "steps": cfg.steps_per_iteration}
 
 
 # ---------------------------------------------------------------------- SB3 side
@@ -243,7 +307,8 @@ def med(xs) -> str:
     xs = xs[np.isfinite(xs)]
     if xs.size == 0:
         return "n/a"
-    return f"{np.median(xs):.3g} ({np.min(xs):.3g}–{np.max(xs):.3g})" if xs.size > 1 else f"{xs[0]:.3g}"
+    f = (lambda x: f"{x:.0f}") if np.min(xs) >= 100 else (lambda x: f"{x:.3g}")
+    return f"{f(np.median(xs))} ({f(np.min(xs))}–{f(np.max(xs))})" if xs.size > 1 else f(xs[0])
 
 
 def ratio_cell(xs, target: float) -> str:
@@ -259,7 +324,7 @@ def ratio_cell(xs, target: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--envs", nargs="+", default=["CartPole-v1", "Hopper-v5"])
-    ap.add_argument("--reps", type=int, default=5, help="interleaved repetitions of the throughput runs")
+    ap.add_argument("--reps", type=int, default=3, help="throughput runs per env (each of --iters paired iterations)")
     ap.add_argument("--iters", type=int, default=10, help="training iterations per throughput run")
     ap.add_argument("--solve-seeds", type=int, default=3)
     ap.add_argument("--solve-budget", type=int, default=100_000, help="steps at most when timing the solve")
@@ -281,42 +346,35 @@ def main() -> int:
     rows, stage_rows, ratio_all = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for env_id in args.envs:
-            ours_sps, sb3_sps, ratios, st_ours, st_sb3 = [], [], [], [], []
-            for rep in range(args.reps + (0 if args.quick else 1)):  # the first (not in quick): warm-up
+            ours_it, sb3_it, ratios, st_ours, sb3_roll = [], [], [], [], []
+            for rep in range(args.reps):
                 cfg, tc = ours_configs(env_id, rep, args.iters, n_steps)
-                o = ours_train(cfg, tc, Path(tmp) / f"{env_id}-{rep}")
-                s = sb3_run(cfg, tc, rep)
-                g = ours_stages(cfg, tc)
-                if rep == 0 and not args.quick:
-                    continue
-                ours_sps.append(o["steps"] / o["wall"])
-                sb3_sps.append(s["steps"] / s["wall"])
-                ratios.append(ours_sps[-1] / sb3_sps[-1])
-                st_ours.append({**{k: g[k] for k in STAGES}, "rest": o["wall"] - sum(g[k] for k in STAGES),
-                                "wall": o["wall"]})
-                st_sb3.append({"rollout": s["rollout"], "rest": s["wall"] - s["rollout"], "wall": s["wall"]})
-                print(f"{env_id} rep {rep}: trpo_ref {ours_sps[-1]:.0f} steps/s | SB3-contrib {sb3_sps[-1]:.0f} "
-                      f"steps/s | ratio {ratios[-1]:.2f}", flush=True)
+                res = paired_iterations(cfg, tc, rep, Path(tmp) / f"{env_id}-{rep}")
+                skip = 0 if args.quick else 1  # the first pair of each run: warm-up (first calls, caches)
+                for k in range(skip, len(res["ours"])):
+                    ours_it.append(res["ours"][k])
+                    sb3_it.append(res["sb3"][k])
+                    ratios.append(res["sb3"][k] / res["ours"][k])
+                    st_ours.append(res["stages"][k])
+                    sb3_roll.append(res["sb3_rollout"][k])
+                print(f"{env_id} rep {rep}: trpo_ref {cfg.steps_per_iteration / np.median(res['ours']):.0f} steps/s | "
+                      f"SB3-contrib {cfg.steps_per_iteration / np.median(res['sb3']):.0f} steps/s | ratio "
+                      f"{np.median(np.divide(res['sb3'], res['ours'])):.2f}", flush=True)
             ratio_all[env_id] = ratios
-            steps = cfg.n_iterations * cfg.steps_per_iteration
-            rows.append(f"| {env_id} | {cfg.n_envs} × {cfg.n_steps}, {cfg.critic_epochs} critic epochs, CG "
-                        f"{tc.cg_iters}{', VecNormalize' if cfg.normalize_obs else ''}; {steps} steps "
-                        f"({cfg.n_iterations} iterations) | {med(ours_sps)} | {med(sb3_sps)} | "
+            spi = cfg.steps_per_iteration
+            rows.append(f"| {env_id} | {cfg.n_envs} × {cfg.n_steps}, {cfg.critic_epochs} critic epochs of "
+                        f"{cfg.critic_batch_size}, CG {tc.cg_iters}{', VecNormalize' if cfg.normalize_obs else ''} "
+                        f"| {len(ratios)} | {med(spi / np.asarray(ours_it))} | {med(spi / np.asarray(sb3_it))} | "
                         f"{ratio_cell(ratios, 5.0)} |")
-            per_it = cfg.n_iterations
-            shares = {k: [d[k] / d["wall"] for d in st_ours] for k in (*STAGES, "rest")}
-            ms = {k: [d[k] / per_it * 1e3 for d in st_ours] for k in (*STAGES, "rest", "wall")}
-            sb_ms = {k: [d[k] / per_it * 1e3 for d in st_sb3] for k in ("rollout", "rest", "wall")}
-            stage_rows.append(
-                f"| {env_id} | trpo_ref | " + " | ".join(
-                    f"{np.median(ms[k]):.1f} ({100 * np.median(shares[k]):.0f} %)" for k in (*STAGES, "rest"))
-                + f" | {np.median(ms['wall']):.1f} |")
-            stage_rows.append(
-                f"| {env_id} | SB3-contrib | {np.median(sb_ms['rollout']):.1f} "
-                f"({100 * np.median([d['rollout'] / d['wall'] for d in st_sb3]):.0f} %) | — | "
-                f"{np.median(sb_ms['rest']):.1f} (update + critic + logging, "
-                f"{100 * np.median([d['rest'] / d['wall'] for d in st_sb3]):.0f} %) | — | — | — | "
-                f"{np.median(sb_ms['wall']):.1f} |")
+            keys = (*STAGES, "files")
+            ms = {k: np.median([d[k] for d in st_ours]) * 1e3 for k in keys}
+            whole = np.median(ours_it) * 1e3
+            stage_rows.append(f"| {env_id} | trpo_ref | " + " | ".join(
+                f"{ms[k]:.1f} ({100 * ms[k] / whole:.0f} %)" for k in keys) + f" | {whole:.1f} |")
+            r_ms, s_ms = np.median(sb3_roll) * 1e3, np.median(sb3_it) * 1e3
+            stage_rows.append(f"| {env_id} | SB3-contrib | {r_ms:.1f} ({100 * r_ms / s_ms:.0f} %) | — | "
+                              f"{s_ms - r_ms:.1f} ({100 * (s_ms - r_ms) / s_ms:.0f} %): policy step, critic "
+                              f"epochs, logging | — | — | — | {s_ms:.1f} |")
 
         from trpo_ref.train import build_configs
 
@@ -335,30 +393,31 @@ def main() -> int:
                                                     f"--solve-seeds {args.solve_seeds}")
     lines = [
         f"Run of {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC (`{cmd}`) on {machine}",
-        f"Median (min–max) over {args.reps} repetitions{'' if args.quick else ' after a warm-up one'}; in each "
-        "repetition the two libraries run back to back, and the ratio is taken within the repetition.",
+        f"Throughput: {args.reps} runs of {args.iters} iterations per env, one trpo_ref iteration before each "
+        "SB3-contrib iteration in one process (scripts/bench_vs_sb3_train.py `paired_iterations`); the ratio is "
+        "taken within each pair, and medians (min–max) are over the pairs"
+        f"{'' if args.quick else ' (the first pair of each run left out as warm-up)'}.",
         "",
-        "### Env steps per second over whole training runs, same settings on both sides",
+        "### Env steps per second over whole training iterations, same settings on both sides",
         "",
-        "| env | settings (trpo_ref's table, given to SB3-contrib) | trpo_ref steps/s | SB3-contrib steps/s "
-        "| ours / SB3 (target ≥ 5×) |",
-        "|---|---|---|---|---|",
+        "| env | settings (trpo_ref's table, given to SB3-contrib) | pairs | trpo_ref steps/s | SB3-contrib steps/s "
+        "| SB3 / ours time per iteration (target ≥ 5×) |",
+        "|---|---|---|---|---|---|",
         *rows,
         "",
-        "Timed whole: trpo_ref's `train()` (env creation, run directory, progress/episode logs, checkpoints after "
-        "iteration 1 and every 10, policy.npz) against SB3's env creation + `TRPO(...)` + `learn()`. trpo_ref "
-        "computes in float64, SB3 in float32.",
+        "An iteration is, for trpo_ref, `Trainer.step` plus the file work `train()` does after it (progress and "
+        "episode rows, the checkpoint after iteration 1, every 10 and after the last); for SB3-contrib, "
+        "`collect_rollouts` and `train()` with its logging. trpo_ref computes in float64, SB3 in float32.",
         "",
-        "### Where the time goes, per iteration (ms, median; share of the whole run)",
+        "### Where the time goes, per iteration (ms, median over the pairs; share of the median iteration)",
         "",
         "| env | library | rollout | advantages (values, GAE) | policy update (log π_old, trpo_step) "
-        "| critic fit | record | rest: setup, logs, checkpoints | whole iteration |",
+        "| critic fit | record | files (logs, checkpoints) | whole iteration |",
         "|---|---|---|---|---|---|---|---|---|",
         *stage_rows,
         "",
-        "trpo_ref's stages are `Iteration.seconds` of a run with the same seed and settings (the same numbers); "
-        "its *rest* is the `train()` time minus those stages. SB3's rollout is `collect_rollouts` (callback "
-        "clock); the rest is its `train()` (policy step and critic epochs) and logging.",
+        "trpo_ref's stages are `Iteration.seconds`. SB3's rollout is `collect_rollouts` (callback clock); the "
+        "rest is its `train()` (policy step and critic epochs) and logging.",
     ]
     if solve_o:
         t_o = [r["solved_wall"] for r in solve_o]
