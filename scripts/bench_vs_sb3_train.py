@@ -301,6 +301,59 @@ def sb3_run(cfg, tc, seed: int, stop_when_solved: bool = False, defaults: bool =
             "solved_steps": solved_steps, "solved_wall": solved_wall}
 
 
+# --------------------------------------------------------------- env stepping alone
+def env_step_costs(n_envs_list=(1, 8, 64), steps: int = 2000, reps: int = 5) -> list[str]:
+    """µs per env step of CartPole-v1 three ways, interleaved, median over ``reps``: gymnasium's
+    SyncVectorEnv, the bare envs the rollout steps (``VectorRollout._direct_steps``), and gymnasium's own
+    vectorised CartPole (``make_vec(..., vectorization_mode="vector_entry_point")``); constant action 0,
+    the first two resetting an env whose episode ended, the third autoresetting itself (NEXT_STEP)."""
+    import gymnasium as gym
+
+    from trpo_ref.rollout import VectorRollout
+
+    rows = []
+    for E in n_envs_list:
+        n = max(steps // E, 50)
+        roll = VectorRollout("CartPole-v1", E, seed=0)
+        roll.start()
+        direct = roll._direct_steps()
+        vec = gym.make_vec("CartPole-v1", num_envs=E, vectorization_mode="vector_entry_point")
+        vec.reset(seed=0)
+        a_e = np.zeros(E, dtype=np.int64)
+
+        def sync():
+            for _ in range(n):
+                _, _, te, tr, _ = roll.envs.step(a_e)
+                if (te | tr).any():
+                    roll._reset(te | tr)
+
+        def bare():
+            for _ in range(n):
+                done = []
+                for i, (step_i, _) in enumerate(direct):
+                    _, _, te, tr, _ = step_i(a_e[i])
+                    if te or tr:
+                        done.append(i)
+                if done:
+                    roll._reset(np.isin(np.arange(E), done))
+
+        def vector():
+            for _ in range(n):
+                vec.step(a_e)
+
+        t = {f: [] for f in (sync, bare, vector)}
+        for _ in range(reps):
+            for f in t:
+                t0 = time.perf_counter()
+                f()
+                t[f].append((time.perf_counter() - t0) / (n * E) * 1e6)
+        roll.close()
+        vec.close()
+        m = {f.__name__: float(np.median(v)) for f, v in t.items()}
+        rows.append(f"| {E} | {m['sync']:.2f} | {m['bare']:.2f} | {m['vector']:.2f} |")
+    return rows
+
+
 # ----------------------------------------------------------------------- helpers
 def med(xs) -> str:
     xs = np.asarray(xs, dtype=float)
@@ -376,6 +429,7 @@ def main() -> int:
                               f"{s_ms - r_ms:.1f} ({100 * (s_ms - r_ms) / s_ms:.0f} %): policy step, critic "
                               f"epochs, logging | — | — | — | {s_ms:.1f} |")
 
+        env_rows = env_step_costs((1, 8) if args.quick else (1, 8, 64), steps=200 if args.quick else 2000)
         from trpo_ref.train import build_configs
 
         solve_o, solve_s = [], []
@@ -419,6 +473,16 @@ def main() -> int:
         "trpo_ref's stages are `Iteration.seconds`. SB3's rollout is `collect_rollouts` (callback clock); the "
         "rest is its `train()` (policy step and critic epochs) and logging.",
     ]
+    if env_rows:
+        lines += [
+            "",
+            "### CartPole-v1 stepping alone (µs per env step, median of 5 interleaved repetitions)",
+            "",
+            "| envs | gymnasium SyncVectorEnv.step | the bare envs' step (what the rollout calls) "
+            "| gymnasium `vector_entry_point` (CartPoleVectorEnv.step) |",
+            "|---|---|---|---|",
+            *env_rows,
+        ]
     if solve_o:
         t_o = [r["solved_wall"] for r in solve_o]
         t_s = [r["solved_wall"] for r in solve_s]
