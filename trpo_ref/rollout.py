@@ -429,7 +429,8 @@ class VectorRollout:
             if self.discrete:
                 env_act = act
             else:
-                env_act = env_act_te[t] = np.clip(act, self.low, self.high)  # clipped only for the env
+                # clipped only for the env (np.clip's dispatch costs more than these two ufuncs)
+                env_act = env_act_te[t] = np.minimum(np.maximum(act, self.low), self.high)
             if direct is None:
                 next_raw_teo[t], rew_te[t], term_te[t], trunc_te[t], _ = self.envs.step(env_act)  # copies
                 rew_e, done_e = rew_te[t].tolist(), (term_te[t] | trunc_te[t]).tolist()
