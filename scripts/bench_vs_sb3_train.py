@@ -193,7 +193,8 @@ def paired_iterations(cfg, tc, seed: int, run_dir: Path) -> dict:
             rundir.save_checkpoint(run_dir, *trainer.state_dict())
         t2 = time.perf_counter()
         ours.append(t2 - t0)
-        stages.append({**rec.seconds, "files": t2 - t1})
+        # (getattr: the script also times older trpo_ref versions, whose records have no stage clocks)
+        stages.append({**dict.fromkeys(STAGES, float("nan")), **getattr(rec, "seconds", {}), "files": t2 - t1})
         return t0, t2
 
     class Pair(BaseCallback):
