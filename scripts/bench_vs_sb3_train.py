@@ -382,6 +382,7 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=10, help="training iterations per throughput run")
     ap.add_argument("--solve-seeds", type=int, default=3)
     ap.add_argument("--solve-budget", type=int, default=100_000, help="steps at most when timing the solve")
+    ap.add_argument("--no-env-steps", action="store_true", help="leave out the CartPole stepping-alone table")
     ap.add_argument("--md", default=None, help="Markdown file to write (default docs/performance.md)")
     ap.add_argument("--quick", action="store_true",
                     help="seconds: CartPole-v1, 1 rep, 2 iterations of 256 steps, no solve; a temporary directory")
@@ -430,7 +431,8 @@ def main() -> int:
                               f"{s_ms - r_ms:.1f} ({100 * (s_ms - r_ms) / s_ms:.0f} %): policy step, critic "
                               f"epochs, logging | — | — | — | {s_ms:.1f} |")
 
-        env_rows = env_step_costs((1, 8) if args.quick else (1, 8, 64), steps=200 if args.quick else 2000)
+        env_rows = [] if args.no_env_steps else env_step_costs((1, 8) if args.quick else (1, 8, 64),
+                                                               steps=200 if args.quick else 2000)
         from trpo_ref.train import build_configs
 
         solve_o, solve_s = [], []
