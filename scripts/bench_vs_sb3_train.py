@@ -44,7 +44,7 @@ into docs/.
 
 Usage::
 
-    python scripts/bench_vs_sb3_train.py                       # ~5 min on 2 cores
+    python scripts/bench_vs_sb3_train.py                       # 10-25 min on the shared 2-core machine
     python scripts/bench_vs_sb3_train.py --reps 3 --solve-seeds 2
     python scripts/bench_vs_sb3_train.py --quick                # smoke run (tests/test_perf_smoke.py)
 """
