@@ -1,40 +1,71 @@
 #!/usr/bin/env python
-r"""Training speed against SB3-contrib's TRPO on CartPole-v1 (issue 4), side by side in one process.
+r"""Training throughput and time to solve against SB3-contrib's TRPO (issues 4 and 14), side by side.
 
-Two measurements, one BLAS thread for both libraries (the variables below are
+Three measurements, one BLAS thread for both libraries (the variables below are
 set before NumPy and torch load; torch also gets ``set_num_threads(1)``), the
-contenders interleaved seed by seed so load from other processes hits both:
+contenders interleaved repetition by repetition so that load from other
+processes hits both:
 
-1. **Wall-clock to solve**: trpo_ref with its CartPole defaults
-   (``trpo-ref train CartPole-v1``) against SB3-contrib ``TRPO("MlpPolicy", env)``
-   with its defaults (one env, n_steps 2048).  Solved = the mean return of the
-   last 20 finished episodes reaches 475; the clock starts when training starts
-   (after the model is built) and is read at the end of the iteration where
-   the criterion is first met.
-2. **Env steps per second** over a whole training run (sampling *and* updates)
-   with the same settings on both sides: SB3-contrib's defaults (1 env,
-   n_steps 2048, 10 critic epochs of minibatch 128, CG 15, damping 0.1), for
-   ``--steps`` steps.
+1. **Env steps per second over whole training runs** on each ``--envs`` id,
+   with the same settings on both sides: trpo_ref's table for the env
+   (trpo_ref/envs.py: CartPole-v1 = SB3-contrib's defaults, 1 env x 2048
+   steps, 10 critic epochs; Hopper-v5 = RL-Zoo's MuJoCo block, 2 envs x 1024
+   steps, VecNormalize, 20 critic epochs, CG 25) given to SB3-contrib
+   (``n_envs``, ``n_steps``, ``batch_size``, ``n_critic_updates``,
+   ``learning_rate``, ``cg_max_steps``, ``cg_damping``, ``target_kl``,
+   ``gamma``, ``gae_lambda``, VecNormalize with the same clips).  Timed:
+   trpo_ref's ``train()`` (env creation, run directory, logs, checkpoints)
+   against SB3's env creation + ``TRPO(...)`` + ``learn()``, for
+   ``--iters`` iterations; the ratio is taken per repetition (one pair run
+   back to back), and the median and range over ``--reps`` are reported.
+2. **Where the time goes**, from the same repetitions: trpo_ref's
+   ``Trainer.step`` stage clocks (``Iteration.seconds``: rollout, advantages,
+   policy update, critic fit, record) on a run with the same seed (so the same
+   work), and the rest of ``train()`` (setup, logging, checkpoints) as the
+   difference; SB3's rollout (``collect_rollouts``, between its callback's
+   rollout start and end) and the rest (``train()``, logging).
+3. **Wall-clock to solve CartPole-v1**: trpo_ref with its defaults
+   (``trpo-ref train CartPole-v1``) against SB3-contrib ``TRPO("MlpPolicy",
+   env)`` with its defaults, ``--solve-seeds`` seeds.  Solved = the mean return
+   of the last 20 finished episodes reaches 475; the clock starts when training
+   starts (after the model is built) and is read at the end of the iteration
+   where the criterion is first met.
 
-Needs the ``bench`` extra (sb3-contrib, which brings torch).  Writes the
-Markdown between ``<!-- speed:begin -->`` and ``<!-- speed:end -->`` of ``--md``.
+``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``: when set (this machine sets the
+core type to Haswell, which slows current OpenBLAS on its AVX-512 processor),
+the script starts itself again without them, for its own process only, and
+says so in the output.  Every table names the machine and the BLAS kernels
+loaded (threadpoolctl).
+
+Writes the Markdown between ``<!-- train:begin -->`` and ``<!-- train:end -->``
+of ``--md`` (docs/performance.md).  ``--quick`` (seconds: CartPole-v1 only,
+one tiny repetition, no solve) writes to a new temporary directory and never
+into docs/.
 
 Usage::
 
-    python scripts/bench_vs_sb3_train.py                  # 3 seeds
-    python scripts/bench_vs_sb3_train.py --seeds 1 --steps 8192
+    python scripts/bench_vs_sb3_train.py                       # 10-25 min on the shared 2-core machine
+    python scripts/bench_vs_sb3_train.py --reps 3 --solve-seeds 2
+    python scripts/bench_vs_sb3_train.py --quick                # smoke run (tests/test_perf_smoke.py)
 """
 
 from __future__ import annotations
 
 import os
+import sys
+
+_LIFT = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+if any(k in os.environ for k in _LIFT) and "_TRPO_REF_BENCH_LIFTED" not in os.environ:
+    _env = {k: v for k, v in os.environ.items() if k not in _LIFT}
+    _env["_TRPO_REF_BENCH_LIFTED"] = ", ".join(f"{k}={os.environ[k]}" for k in _LIFT if k in os.environ)
+    os.execve(sys.executable, [sys.executable, *sys.argv], _env)  # same as: env -u OPENBLAS_CORETYPE -u ...
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
-import sys  # noqa: E402
+import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -46,13 +77,62 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SOLVE_AT, WINDOW = 475.0, 20
+STAGES = ("rollout", "advantages", "policy_update", "critic", "record")
+
+
+# ------------------------------------------------------------------ the machine
+def machine_line() -> str:
+    """CPU, cores, versions, and the BLAS libraries loaded with their kernel (threadpoolctl)."""
+    import gymnasium
+    import sb3_contrib
+    import torch
+    from threadpoolctl import threadpool_info
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    blas = []
+    for lib in threadpool_info():
+        if lib.get("user_api") != "blas":
+            continue
+        name = f"{lib.get('internal_api')} {lib.get('version') or ''}".strip()
+        arch = lib.get("architecture")
+        blas.append(f"{name} (kernel {arch}, {lib.get('num_threads')} thread)" if arch else
+                    f"{name} ({lib.get('num_threads')} thread)")
+    lifted = os.environ.get("_TRPO_REF_BENCH_LIFTED")
+    lift = (f"lifted for this process: {lifted}" if lifted else "OPENBLAS_CORETYPE not set")
+    try:
+        import mujoco
+        mj = f", mujoco {mujoco.__version__}"
+    except ImportError:
+        mj = ""
+    return (f"**{cpu}** ({os.cpu_count()} logical CPUs, shared with other jobs), Python {platform.python_version()}, "
+            f"NumPy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} thread), "
+            f"sb3-contrib {sb3_contrib.__version__}, gymnasium {gymnasium.__version__}{mj}; "
+            f"BLAS: {'; '.join(blas) or 'none reported'}; {lift}.")
 
 
 # ------------------------------------------------------------------ trpo_ref side
-def ours(seed: int, total_steps: int, overrides: dict, out: Path) -> dict:
-    from trpo_ref.train import build_configs, train
+def ours_configs(env_id: str, seed: int, iters: int, n_steps: int | None):
+    from trpo_ref.train import build_configs
 
-    cfg, tc = build_configs("CartPole-v1", "sb3-contrib", {"seed": seed, "total_steps": total_steps, **overrides})
+    over = {"seed": seed}
+    if n_steps:
+        over["n_steps"] = n_steps
+    cfg, tc = build_configs(env_id, "sb3-contrib", over)
+    cfg, tc = build_configs(env_id, "sb3-contrib", {**over, "total_steps": iters * cfg.steps_per_iteration})
+    return cfg, tc
+
+
+def ours_train(cfg, tc, out: Path) -> dict:
+    """trpo_ref's ``train()``, timed whole; progress and episodes read back."""
+    from trpo_ref.train import train
+
     t0 = time.perf_counter()
     train(cfg, tc, out, quiet=True, plot=False, n_blas_threads=1)
     wall = time.perf_counter() - t0
@@ -70,105 +150,364 @@ def ours(seed: int, total_steps: int, overrides: dict, out: Path) -> dict:
             "solved_steps": solved_steps, "solved_wall": solved_wall}
 
 
-# ---------------------------------------------------------------------- SB3 side
-def sb3(seed: int, total_steps: int, stop_when_solved: bool) -> dict:
-    import gymnasium as gym
+def paired_iterations(cfg, tc, seed: int, run_dir: Path) -> dict:
+    """One trpo_ref iteration before each SB3-contrib iteration, in one process: per-iteration seconds of each.
+
+    SB3's ``learn`` calls its callback's ``_on_rollout_start`` at the start of
+    every iteration; there one trpo_ref iteration runs (``Trainer.step`` and the
+    per-iteration file work ``train()`` does: the progress and episode rows, a
+    checkpoint after iteration 1, every ``checkpoint_every`` and after the
+    last).  SB3's iteration k is then the time from the end of trpo_ref's
+    iteration k to the start of trpo_ref's iteration k+1 (or the end of
+    ``learn``): its ``collect_rollouts`` and ``train()``.  Load that comes and
+    goes on a shared machine hits both sides of each pair alike.
+    """
     import torch
     from sb3_contrib import TRPO
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+    from threadpoolctl import threadpool_limits
+
+    from trpo_ref import rundir
+    from trpo_ref.train import EPISODE_COLUMNS, PROGRESS_COLUMNS, Trainer
 
     torch.set_num_threads(1)
+    n_iter = cfg.n_iterations
+    trainer = Trainer(cfg, tc)
+    run_dir.mkdir(parents=True)
+    progress = rundir.CSVLog(run_dir / "progress.csv", PROGRESS_COLUMNS, one_row_per_iteration=True)
+    episodes = rundir.CSVLog(run_dir / "episodes.csv", EPISODE_COLUMNS, one_row_per_iteration=False)
+    progress.create()
+    episodes.create()
+    ours, stages, marks, roll_end = [], [], [], []
 
-    class Solved(BaseCallback):
-        """Records (steps, seconds) when the last-20-episode mean first reaches 475; may stop there."""
+    def our_iteration():
+        t0 = time.perf_counter()
+        rec = trainer.step()
+        it = rec.row["iteration"]
+        t1 = time.perf_counter()
+        progress.append([[rec.row[c] for c in PROGRESS_COLUMNS]])
+        episodes.append([[it, rec.row["total_steps"], r, n] for r, n in rec.episodes])
+        if it == 1 or it % cfg.checkpoint_every == 0 or it == n_iter:
+            rundir.save_checkpoint(run_dir, *trainer.state_dict())
+        t2 = time.perf_counter()
+        ours.append(t2 - t0)
+        # (getattr: the script also times older trpo_ref versions, whose records have no stage clocks)
+        stages.append({**dict.fromkeys(STAGES, float("nan")), **getattr(rec, "seconds", {}), "files": t2 - t1})
+        return t0, t2
 
-        def __init__(self):
-            super().__init__()
-            self.t0 = None
-            self.solved = None
-            self.returns = []
-
-        def _on_training_start(self):
-            self.t0 = time.perf_counter()
-
-        def _on_step(self):
-            for info in self.locals.get("infos", []):
-                if "episode" in info:
-                    self.returns.append(info["episode"]["r"])
-            return not (stop_when_solved and self.solved is not None)
+    class Pair(BaseCallback):
+        def _on_rollout_start(self):
+            if len(ours) < n_iter:
+                marks.append(our_iteration())
+            else:
+                marks.append((time.perf_counter(),) * 2)
 
         def _on_rollout_end(self):
-            if self.solved is None and len(self.returns) >= WINDOW and np.mean(self.returns[-WINDOW:]) >= SOLVE_AT:
-                self.solved = (self.num_timesteps, time.perf_counter() - self.t0)
+            roll_end.append(time.perf_counter())
 
-    env = gym.make("CartPole-v1")
-    model = TRPO("MlpPolicy", env, seed=seed, device="cpu")
-    cb = Solved()
+        def _on_step(self):
+            return True
+
+    venv = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed)
+    if cfg.normalize_obs or cfg.normalize_reward:
+        venv = VecNormalize(venv, norm_obs=cfg.normalize_obs, norm_reward=cfg.normalize_reward,
+                            clip_obs=cfg.obs_clip, clip_reward=cfg.reward_clip, gamma=cfg.gamma)
+    model = TRPO("MlpPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.critic_batch_size,
+                 n_critic_updates=cfg.critic_epochs, learning_rate=cfg.critic_lr, gamma=cfg.gamma,
+                 gae_lambda=cfg.gae_lambda, cg_max_steps=tc.cg_iters, cg_damping=tc.cg_damping,
+                 target_kl=tc.max_kl, line_search_shrinking_factor=tc.backtrack_coeff,
+                 line_search_max_iter=tc.backtrack_iters,
+                 policy_kwargs=dict(net_arch=dict(pi=list(cfg.hidden_sizes), vf=list(cfg.vf_hidden_sizes)),
+                                    log_std_init=cfg.log_std_init),
+                 seed=seed, device="cpu")
+    with threadpool_limits(limits=1, user_api="blas"):
+        model.learn(total_timesteps=n_iter * cfg.steps_per_iteration, callback=Pair())
+    t_end = time.perf_counter()
+    trainer.close()
+    starts = [m[0] for m in marks[1:]] + [t_end]
+    sb3 = [s_next - m[1] for m, s_next in zip(marks, starts)]
+    sb3_roll = [r - m[1] for m, r in zip(marks, roll_end)]
+    return {"ours": ours, "stages": stages, "sb3": sb3, "sb3_rollout": sb3_roll,
+            "steps": cfg.steps_per_iteration}
+
+
+# ---------------------------------------------------------------------- SB3 side
+class _Clock:
+    """SB3 callback: rollout seconds (collect_rollouts), solve time, optional stop when solved."""
+
+    def __new__(cls, stop_when_solved: bool):
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class Clock(BaseCallback):
+            def __init__(self):
+                super().__init__()
+                self.t0 = self.solved = self.t_roll = None
+                self.rollout_s = 0.0
+                self.returns = []
+
+            def _on_training_start(self):
+                self.t0 = time.perf_counter()
+
+            def _on_rollout_start(self):
+                self.t_roll = time.perf_counter()
+
+            def _on_step(self):
+                for info in self.locals.get("infos", []):
+                    if "episode" in info:
+                        self.returns.append(info["episode"]["r"])
+                return not (stop_when_solved and self.solved is not None)
+
+            def _on_rollout_end(self):
+                self.rollout_s += time.perf_counter() - self.t_roll
+                if self.solved is None and len(self.returns) >= WINDOW and \
+                        np.mean(self.returns[-WINDOW:]) >= SOLVE_AT:
+                    self.solved = (self.num_timesteps, time.perf_counter() - self.t0)
+
+        return Clock()
+
+
+def sb3_run(cfg, tc, seed: int, stop_when_solved: bool = False, defaults: bool = False) -> dict:
+    """SB3-contrib's TRPO with trpo_ref's settings (``defaults``: its own defaults), timed from env creation."""
+    import torch
+    from sb3_contrib import TRPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
-    model.learn(total_timesteps=total_steps, callback=cb)
+    if defaults:
+        import gymnasium as gym
+
+        model = TRPO("MlpPolicy", gym.make(cfg.env_id), seed=seed, device="cpu")
+    else:
+        venv = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed)
+        if cfg.normalize_obs or cfg.normalize_reward:
+            venv = VecNormalize(venv, norm_obs=cfg.normalize_obs, norm_reward=cfg.normalize_reward,
+                                clip_obs=cfg.obs_clip, clip_reward=cfg.reward_clip, gamma=cfg.gamma)
+        model = TRPO("MlpPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.critic_batch_size,
+                     n_critic_updates=cfg.critic_epochs, learning_rate=cfg.critic_lr, gamma=cfg.gamma,
+                     gae_lambda=cfg.gae_lambda, cg_max_steps=tc.cg_iters, cg_damping=tc.cg_damping,
+                     target_kl=tc.max_kl, line_search_shrinking_factor=tc.backtrack_coeff,
+                     line_search_max_iter=tc.backtrack_iters,
+                     policy_kwargs=dict(net_arch=dict(pi=list(cfg.hidden_sizes), vf=list(cfg.vf_hidden_sizes)),
+                                        log_std_init=cfg.log_std_init),
+                     seed=seed, device="cpu")
+    cb = _Clock(stop_when_solved)
+    model.learn(total_timesteps=cfg.total_steps, callback=cb)
     wall = time.perf_counter() - t0
     solved_steps, solved_wall = cb.solved if cb.solved else (float("nan"), float("nan"))
-    return {"wall": wall, "steps": model.num_timesteps, "solved_steps": solved_steps, "solved_wall": solved_wall}
+    return {"wall": wall, "steps": model.num_timesteps, "rollout": cb.rollout_s,
+            "solved_steps": solved_steps, "solved_wall": solved_wall}
 
 
-def fmt(xs, unit=""):
+# --------------------------------------------------------------- env stepping alone
+def env_step_costs(n_envs_list=(1, 8, 64), steps: int = 2000, reps: int = 5) -> list[str]:
+    """µs per env step of CartPole-v1 three ways, interleaved, median over ``reps``: gymnasium's
+    SyncVectorEnv, the bare envs the rollout steps (``VectorRollout._direct_steps``), and gymnasium's own
+    vectorised CartPole (``make_vec(..., vectorization_mode="vector_entry_point")``); constant action 0,
+    the first two resetting an env whose episode ended, the third autoresetting itself (NEXT_STEP)."""
+    import gymnasium as gym
+
+    from trpo_ref.rollout import VectorRollout
+
+    rows = []
+    for E in n_envs_list:
+        n = max(steps // E, 50)
+        roll = VectorRollout("CartPole-v1", E, seed=0)
+        roll.start()
+        direct = roll._direct_steps()
+        vec = gym.make_vec("CartPole-v1", num_envs=E, vectorization_mode="vector_entry_point")
+        vec.reset(seed=0)
+        a_e = np.zeros(E, dtype=np.int64)
+
+        def sync():
+            for _ in range(n):
+                _, _, te, tr, _ = roll.envs.step(a_e)
+                if (te | tr).any():
+                    roll._reset(te | tr)
+
+        def bare():
+            for _ in range(n):
+                done = []
+                for i, (step_i, _) in enumerate(direct):
+                    _, _, te, tr, _ = step_i(a_e[i])
+                    if te or tr:
+                        done.append(i)
+                if done:
+                    roll._reset(np.isin(np.arange(E), done))
+
+        def vector():
+            for _ in range(n):
+                vec.step(a_e)
+
+        t = {f: [] for f in (sync, bare, vector)}
+        for _ in range(reps):
+            for f in t:
+                t0 = time.perf_counter()
+                f()
+                t[f].append((time.perf_counter() - t0) / (n * E) * 1e6)
+        roll.close()
+        vec.close()
+        m = {f.__name__: float(np.median(v)) for f, v in t.items()}
+        rows.append(f"| {E} | {m['sync']:.2f} | {m['bare']:.2f} | {m['vector']:.2f} |")
+    return rows
+
+
+# ----------------------------------------------------------------------- helpers
+def med(xs) -> str:
     xs = np.asarray(xs, dtype=float)
-    return f"{np.nanmean(xs):.1f}{unit} ± {np.nanstd(xs):.1f}{unit}"
+    xs = xs[np.isfinite(xs)]
+    if xs.size == 0:
+        return "n/a"
+    f = (lambda x: f"{x:.0f}") if np.min(xs) >= 100 else (lambda x: f"{x:.3g}")
+    return f"{f(np.median(xs))} ({f(np.min(xs))}–{f(np.max(xs))})" if xs.size > 1 else f(xs[0])
+
+
+def ratio_cell(xs, target: float) -> str:
+    xs = np.asarray(xs, dtype=float)
+    xs = xs[np.isfinite(xs)]
+    if xs.size == 0:
+        return "n/a"
+    m = float(np.median(xs))
+    rng = f" ({np.min(xs):.2f}–{np.max(xs):.2f})" if xs.size > 1 else ""
+    return f"{m:.2f}×{rng} {'✅' if m >= target else '❌'}"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--solve-budget", type=int, default=200_000, help="steps at most when timing the solve")
-    ap.add_argument("--steps", type=int, default=20_480, help="steps of the steps/s runs (10 iterations of 2048)")
-    ap.add_argument("--md", default=str(ROOT / "docs" / "benchmarks.md"))
+    ap.add_argument("--envs", nargs="+", default=["CartPole-v1", "Hopper-v5"])
+    ap.add_argument("--reps", type=int, default=3, help="throughput runs per env (each of --iters paired iterations)")
+    ap.add_argument("--iters", type=int, default=10, help="training iterations per throughput run")
+    ap.add_argument("--solve-seeds", type=int, default=3)
+    ap.add_argument("--solve-budget", type=int, default=100_000, help="steps at most when timing the solve")
+    ap.add_argument("--no-env-steps", action="store_true", help="leave out the CartPole stepping-alone table")
+    ap.add_argument("--md", default=None, help="Markdown file to write (default docs/performance.md)")
+    ap.add_argument("--quick", action="store_true",
+                    help="seconds: CartPole-v1, 1 rep, 2 iterations of 256 steps, no solve; a temporary directory")
     args = ap.parse_args()
+    n_steps = None
+    if args.quick:
+        args.envs, args.reps, args.iters, args.solve_seeds, n_steps = ["CartPole-v1"], 1, 2, 0, 256
+        md = Path(tempfile.mkdtemp(prefix="bench_train_")) / "performance.md"
+        if args.md is not None:
+            print("--quick ignores --md: it writes to a temporary directory, never into docs/", file=sys.stderr)
+    else:
+        md = Path(args.md) if args.md else ROOT / "docs" / "performance.md"
 
-    import sb3_contrib
-    import torch
-
-    sb3_defaults = dict(n_envs=1, n_steps=2048, gamma=0.99, gae_lambda=0.95, critic_epochs=10,
-                        critic_batch_size=128, critic_lr=1e-3, cg_damping=0.1)
-    solve_ours, solve_sb3, speed_ours, speed_sb3 = [], [], [], []
+    machine = machine_line()
+    print(machine, flush=True)
+    rows, stage_rows, ratio_all = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
-            o = ours(seed, args.solve_budget, {}, Path(tmp) / f"solve{seed}")
-            o["wall"] = o["solved_wall"]
-            s = sb3(seed, args.solve_budget, stop_when_solved=True)
-            solve_ours.append(o)
-            solve_sb3.append(s)
-            print(f"solve seed {seed}: trpo_ref {o['solved_wall']:.1f} s at {o['solved_steps']} steps | "
-                  f"SB3-contrib {s['solved_wall']:.1f} s at {s['solved_steps']} steps", flush=True)
-            o = ours(seed, args.steps, sb3_defaults, Path(tmp) / f"speed{seed}")
-            s = sb3(seed, args.steps, stop_when_solved=False)
-            speed_ours.append(o["steps"] / o["wall"])
-            speed_sb3.append(s["steps"] / s["wall"])
-            print(f"speed seed {seed}: trpo_ref {speed_ours[-1]:.0f} steps/s | SB3-contrib {speed_sb3[-1]:.0f} steps/s",
-                  flush=True)
+        for env_id in args.envs:
+            ours_it, sb3_it, ratios, st_ours, sb3_roll = [], [], [], [], []
+            for rep in range(args.reps):
+                cfg, tc = ours_configs(env_id, rep, args.iters, n_steps)
+                res = paired_iterations(cfg, tc, rep, Path(tmp) / f"{env_id}-{rep}")
+                skip = 0 if args.quick else 1  # the first pair of each run: warm-up (first calls, caches)
+                for k in range(skip, len(res["ours"])):
+                    ours_it.append(res["ours"][k])
+                    sb3_it.append(res["sb3"][k])
+                    ratios.append(res["sb3"][k] / res["ours"][k])
+                    st_ours.append(res["stages"][k])
+                    sb3_roll.append(res["sb3_rollout"][k])
+                print(f"{env_id} rep {rep}: trpo_ref {cfg.steps_per_iteration / np.median(res['ours']):.0f} steps/s | "
+                      f"SB3-contrib {cfg.steps_per_iteration / np.median(res['sb3']):.0f} steps/s | ratio "
+                      f"{np.median(np.divide(res['sb3'], res['ours'])):.2f}", flush=True)
+            ratio_all[env_id] = ratios
+            spi = cfg.steps_per_iteration
+            rows.append(f"| {env_id} | {cfg.n_envs} × {cfg.n_steps}, {cfg.critic_epochs} critic epochs of "
+                        f"{cfg.critic_batch_size}, CG {tc.cg_iters}{', VecNormalize' if cfg.normalize_obs else ''} "
+                        f"| {len(ratios)} | {med(spi / np.asarray(ours_it))} | {med(spi / np.asarray(sb3_it))} | "
+                        f"{ratio_cell(ratios, 5.0)} |")
+            keys = (*STAGES, "files")
+            ms = {k: np.median([d[k] for d in st_ours]) * 1e3 for k in keys}
+            whole = np.median(ours_it) * 1e3
+            stage_rows.append(f"| {env_id} | trpo_ref | " + " | ".join(
+                f"{ms[k]:.1f} ({100 * ms[k] / whole:.0f} %)" for k in keys) + f" | {whole:.1f} |")
+            r_ms, s_ms = np.median(sb3_roll) * 1e3, np.median(sb3_it) * 1e3
+            stage_rows.append(f"| {env_id} | SB3-contrib | {r_ms:.1f} ({100 * r_ms / s_ms:.0f} %) | — | "
+                              f"{s_ms - r_ms:.1f} ({100 * (s_ms - r_ms) / s_ms:.0f} %): policy step, critic "
+                              f"epochs, logging | — | — | — | {s_ms:.1f} |")
 
-    t_ours = [r["solved_wall"] for r in solve_ours]
-    t_sb3 = [r["solved_wall"] for r in solve_sb3]
-    ratio_solve = np.nanmean(t_sb3) / np.nanmean(t_ours)
-    ratio_speed = np.mean(speed_ours) / np.mean(speed_sb3)
+        env_rows = [] if args.no_env_steps else env_step_costs((1, 8) if args.quick else (1, 8, 64),
+                                                               steps=200 if args.quick else 2000)
+        from trpo_ref.train import build_configs
+
+        solve_o, solve_s = [], []
+        for seed in range(args.solve_seeds):
+            cfg, tc = build_configs("CartPole-v1", "sb3-contrib", {"seed": seed, "total_steps": args.solve_budget})
+            o = ours_train(cfg, tc, Path(tmp) / f"solve{seed}")
+            s = sb3_run(cfg, tc, seed, stop_when_solved=True, defaults=True)
+            solve_o.append(o)
+            solve_s.append(s)
+            print(f"solve seed {seed}: trpo_ref {o['solved_wall']:.2f} s at {o['solved_steps']} steps | "
+                  f"SB3-contrib {s['solved_wall']:.2f} s at {s['solved_steps']} steps", flush=True)
+
+    cmd = "python scripts/bench_vs_sb3_train.py" + (" --quick" if args.quick else
+                                                    f" --reps {args.reps} --iters {args.iters} "
+                                                    f"--solve-seeds {args.solve_seeds}")
     lines = [
-        f"Generated by `python scripts/bench_vs_sb3_train.py --seeds {args.seeds}`: sb3-contrib "
-        f"{sb3_contrib.__version__}, torch {torch.__version__}, one BLAS/torch thread, CPU, the two libraries "
-        "interleaved seed by seed in one process on a shared 2-core machine.",
+        f"Run of {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC (`{cmd}`) on {machine}",
+        f"Throughput: {args.reps} runs of {args.iters} iterations per env, one trpo_ref iteration before each "
+        "SB3-contrib iteration in one process (scripts/bench_vs_sb3_train.py `paired_iterations`); the ratio is "
+        "taken within each pair, and medians (min–max) are over the pairs"
+        f"{'' if args.quick else ' (the first pair of each run left out as warm-up)'}.",
         "",
-        "| measurement | trpo_ref | SB3-contrib TRPO | ratio (SB3 / trpo_ref time) | target |",
-        "|---|---|---|---:|---|",
-        f"| CartPole-v1 wall-clock to solve (last-20 mean ≥ 475), each with its defaults | {fmt(t_ours, ' s')} "
-        f"(at {fmt([r['solved_steps'] / 1000 for r in solve_ours], 'k')} steps) | {fmt(t_sb3, ' s')} "
-        f"(at {fmt([r['solved_steps'] / 1000 for r in solve_sb3], 'k')} steps) | {ratio_solve:.1f}× | ≥ 2× |",
-        f"| env steps/s over a whole run, SB3 defaults on both sides (1 env, n_steps 2048, {args.steps} steps) | "
-        f"{fmt(speed_ours)} | {fmt(speed_sb3)} | {ratio_speed:.1f}× | ≥ 5× |",
+        "### Env steps per second over whole training iterations, same settings on both sides",
         "",
-        "trpo_ref's CartPole defaults are SB3-contrib's defaults (trpo_ref/envs.py), so both rows compare the "
-        "two implementations on the same settings; they differ in seeds (the solve steps differ by luck).",
+        "| env | settings (trpo_ref's table, given to SB3-contrib) | pairs | trpo_ref steps/s | SB3-contrib steps/s "
+        "| SB3 / ours time per iteration (target ≥ 5×) |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "An iteration is, for trpo_ref, `Trainer.step` plus the file work `train()` does after it (progress and "
+        "episode rows, the checkpoint after iteration 1, every 10 and after the last); for SB3-contrib, "
+        "`collect_rollouts` and `train()` with its logging. trpo_ref computes in float64, SB3 in float32.",
+        "",
+        "### Where the time goes, per iteration (ms, median over the pairs; share of the median iteration)",
+        "",
+        "| env | library | rollout | advantages (values, GAE) | policy update (log π_old, trpo_step) "
+        "| critic fit | record | files (logs, checkpoints) | whole iteration |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *stage_rows,
+        "",
+        "trpo_ref's stages are `Iteration.seconds`. SB3's rollout is `collect_rollouts` (callback clock); the "
+        "rest is its `train()` (policy step and critic epochs) and logging.",
     ]
-    md = Path(args.md)
-    write_marked_block(md, "speed", "\n".join(lines), "## Training speed against SB3-contrib")
-    print("\n".join(lines[2:6]))
+    if env_rows:
+        lines += [
+            "",
+            "### CartPole-v1 stepping alone (µs per env step, median of 5 interleaved repetitions)",
+            "",
+            "| envs | gymnasium SyncVectorEnv.step | the bare envs' step (what the rollout calls) "
+            "| gymnasium `vector_entry_point` (CartPoleVectorEnv.step) |",
+            "|---|---|---|---|",
+            *env_rows,
+        ]
+    if solve_o:
+        t_o = [r["solved_wall"] for r in solve_o]
+        t_s = [r["solved_wall"] for r in solve_s]
+        r_solve = [b / a for a, b in zip(t_o, t_s)]
+        lines += [
+            "",
+            "### Wall-clock to solve CartPole-v1 (last-20-episode mean ≥ 475), each library with its defaults",
+            "",
+            "| | trpo_ref (`trpo-ref train CartPole-v1`) | SB3-contrib `TRPO(\"MlpPolicy\", env)` "
+            "| SB3 / ours (target ≥ 5×) |",
+            "|---|---|---|---|",
+            f"| seconds, median (min–max) over seeds 0–{args.solve_seeds - 1} | {med(t_o)} | {med(t_s)} | "
+            f"{ratio_cell(r_solve, 5.0)} |",
+            f"| steps at the solve | {med([r['solved_steps'] for r in solve_o])} | "
+            f"{med([r['solved_steps'] for r in solve_s])} | |",
+            "",
+            "Seeds pair the runs, not their luck: the two libraries draw differently, so the steps to solve "
+            "differ run by run; the time per step is the throughput row above.",
+        ]
+    body = "\n".join(lines)
+    write_marked_block(md, "train", body, "## Training throughput against SB3-contrib")
+    print(body)
     print(f"wrote {md}")
     return 0
 

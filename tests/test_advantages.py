@@ -289,3 +289,20 @@ def test_gae__numpy_scalar_gamma_keeps_float32():
     flags = np.zeros((3, 2), dtype=bool)
     adv, ret = _gae(f, f, f, flags, flags, np.float64(0.99), np.float64(0.95))
     assert adv.dtype == np.float32 and ret.dtype == np.float32
+
+
+@pytest.mark.parametrize("n_steps, n_envs", [(1, 1), (257, 1), (64, 3), (33, 16)])
+def test_gae__host_scan_equals_the_vectorised_loop_bit_for_bit(monkeypatch, n_steps, n_envs):
+    # advantages._gae_scan_host evaluates the recursion on Python floats in the loop's order: the same IEEE
+    # double operations, so equality is exact (no tolerance).  Flags at 5 % / 3 % cut many episodes.
+    import trpo_ref.advantages as adv_mod
+
+    rng = np.random.default_rng(n_steps * 100 + n_envs)
+    rew, val, nxt = (rng.standard_normal((n_steps, n_envs)) for _ in range(3))
+    term, trunc = rng.random((n_steps, n_envs)) < 0.05, rng.random((n_steps, n_envs)) < 0.03
+    fast = adv_mod.gae(rew, val, nxt, term, trunc, 0.99, 0.95)
+    monkeypatch.setattr(adv_mod, "_HOST_SCAN_MAX_ENVS", 0)  # the array loop over T
+    slow = adv_mod.gae(rew, val, nxt, term, trunc, 0.99, 0.95)
+    for f, s in zip(fast, slow):
+        np.testing.assert_array_equal(f, s)
+        assert f.shape == (n_steps, n_envs) and f.dtype == np.float64

@@ -166,3 +166,45 @@ def test_host_sampler__same_actions_and_logp_as_policy_sample(kind):
         a2, l2 = pi.sample(theta, obs, np.random.default_rng(3), deterministic=det)
         np.testing.assert_allclose(a1, a2, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(l1, l2, rtol=1e-10, atol=1e-10)  # same formula, other rounding order
+
+
+gym.register("TrpoRefBoxEchoShort-v0", entry_point=_BoxEcho, max_episode_steps=7)
+
+
+@pytest.mark.parametrize("env_id, n_envs, steps", [("CartPole-v1", 3, 700), ("TrpoRefCounter-v0", 2, 23),
+                                                   ("TrpoRefBoxEchoShort-v0", 2, 30)])
+def test_direct_steps__same_batch_as_stepping_the_vector_env(env_id, n_envs, steps):
+    # The bare envs' step with the time limit counted in the rollout (VectorRollout._direct_steps) must give
+    # the batch SyncVectorEnv.step gives, bit for bit: same envs, same actions, same seeds.  700 CartPole
+    # steps of a random policy end many episodes at different times in the 3 envs (partial resets).
+    r = VectorRollout(env_id, n_envs, seed=4)
+    if r.discrete:
+        pi = CategoricalMLPPolicy(r.obs_dim, r.n_actions)
+    else:
+        pi = GaussianMLPPolicy(r.obs_dim, r.act_dim, log_std_init=0.5)
+    theta = pi.init_params(0)
+    batches = []
+    for direct in (True, False):
+        r = VectorRollout(env_id, n_envs, seed=4)
+        if not direct:
+            r._direct = False  # step through SyncVectorEnv
+        else:
+            assert r._direct_steps() is not None
+        batches.append(r.collect(pi, theta, steps, np.random.default_rng(1)))
+        r.close()
+    for name in ("raw_obs_teo", "act_te", "rew_te", "terminated_te", "truncated_te", "next_obs_teo",
+                 "episode_returns", "episode_lengths", "logp_te"):
+        np.testing.assert_array_equal(getattr(batches[0], name), getattr(batches[1], name), err_msg=name)
+    assert len(batches[0].episode_lengths) > 0
+
+
+def test_direct_steps__other_wrappers_step_through_the_vector_env():
+    r = VectorRollout("CartPole-v1", 1, seed=0, env_kwargs={"sutton_barto_reward": True})
+    assert r._direct_steps() is not None  # env kwargs are not wrappers
+    r.close()
+    r = VectorRollout("CartPole-v1", 1, seed=0)
+    r.envs.envs[0].env = gym.wrappers.ClipReward(r.envs.envs[0].env, 0.0, 0.5)  # a wrapper that changes numbers
+    assert r._direct_steps() is None
+    b = r.collect(CategoricalMLPPolicy(4, 2), CategoricalMLPPolicy(4, 2).init_params(0), 5, np.random.default_rng(0))
+    np.testing.assert_array_equal(b.rew_te, 0.5)
+    r.close()

@@ -278,3 +278,21 @@ def test_train__learns_multidiscrete_and_multibinary_actions(tmp_path, env_id, r
     train(part, tc, tmp_path / "split", quiet=True, plot=False)
     train(full, tc, tmp_path / "split", resume=True, quiet=True, plot=False)
     _assert_same_run(tmp_path / "full", tmp_path / "split")
+
+
+def test_trainer__step_records_each_stage_seconds():
+    # Iteration.seconds (what scripts/bench_vs_sb3_train.py reports): every stage, non-negative, and together
+    # no more than the iteration's own wall-clock measured around the call.
+    import time as _time
+
+    from trpo_ref.train import Trainer
+
+    cfg, tc = _cfg("CartPole-v1", n_envs=2, n_steps=64, total_steps=128)
+    t = Trainer(cfg, tc)
+    t0 = _time.perf_counter()
+    rec = t.step()
+    wall = _time.perf_counter() - t0
+    t.close()
+    assert list(rec.seconds) == ["rollout", "advantages", "policy_update", "critic", "record"]
+    assert all(s >= 0 for s in rec.seconds.values())
+    assert sum(rec.seconds.values()) <= wall

@@ -45,6 +45,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
+from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 
 from .policy import CategoricalMLPPolicy, GaussianMLPPolicy
 
@@ -164,13 +165,24 @@ def check_spaces(observation_space, action_space) -> None:
 class HostSampler:
     r"""``policy.sample`` for the per-step loop: plain NumPy on the host, no checks, no dispatch.
 
-    θ is checked once and unpacked into its layers here; each call is one
-    forward pass on the (E, obs_dim) batch and one host draw, the same draw
-    :meth:`~trpo_ref.policy.GaussianMLPPolicy.sample` makes (``standard_normal``
-    for the Gaussian, ``gumbel`` for the Gumbel-max categorical), so the two
-    give the same actions from the same generator (tests/test_rollout.py).
-    The log-probabilities are for logging only: the training loop recomputes
-    :math:`\log\pi_{old}` on the update's backend.
+    θ is checked once and unpacked into its layers here.  :meth:`act` is what
+    the loop calls each step: one forward pass on the (E, obs_dim) batch and
+    one host draw, the same draw :meth:`~trpo_ref.policy.GaussianMLPPolicy.sample`
+    makes (``standard_normal`` for the Gaussian, ``gumbel`` for the
+    Gumbel-max categorical), so the two give the same actions from the same
+    generator (tests/test_rollout.py).  The log-probabilities are for logging
+    only (the training loop recomputes :math:`\log\pi_{old}` on the update's
+    backend), so the rollout computes them after the loop, for the whole
+    batch at once, with :meth:`log_prob`.
+
+    Notes
+    -----
+    The categorical draw is :math:`\arg\max_k(z_k + g_k)` on the logits
+    :math:`z`, the Gumbel-max rule :meth:`Categorical.sample` applies to
+    :math:`\log\pi_k = z_k - \log\sum_j e^{z_j}`: the shift by the
+    log-sum-exp is the same for every k, so it changes the choice only where
+    two entries of :math:`z + g` tie to within rounding (a probability of order
+    1e-16 per draw), and it saves six array operations per step.
     """
 
     def __init__(self, policy, theta):
@@ -185,21 +197,45 @@ class HostSampler:
             self.std = np.exp(self.log_std)
             self.logp_const = -float(np.sum(self.log_std)) - 0.5 * len(self.log_std) * np.log(2 * np.pi)
 
-    def __call__(self, theta, obs_eo, rng, deterministic: bool = False):
-        h = obs_eo
+    def _out(self, obs_no):
+        """The network's output: the Gaussian's mean or the categorical's logits, (N, act_dim or K)."""
+        h = obs_no
         for W, b in self.layers[:-1]:
             h = h @ W + b
             h = np.tanh(h) if self.tanh else np.maximum(h, 0.0)
         W, b = self.layers[-1]
-        out = h @ W + b
+        return h @ W + b
+
+    def act(self, obs_eo, rng, deterministic: bool = False):
+        r"""Actions for a batch of observations: (E, act_dim) float64 or (E,) int64.
+
+        Parameters
+        ----------
+        obs_eo : float64 (E, obs_dim)
+        rng : numpy.random.Generator
+            Draws ``standard_normal((E, act_dim))`` or ``gumbel(size=(E, K))``; nothing when deterministic.
+        deterministic : bool
+            The mean, or the most probable action.
+        """
+        out = self._out(obs_eo)
         if self.gaussian:  # out = mean
-            eps = np.zeros_like(out) if deterministic else rng.standard_normal(out.shape)
-            act = out + self.std * eps
-            return act, self.logp_const - 0.5 * np.sum(((act - out) / self.std) ** 2, axis=1)
-        shifted = out - out.max(axis=1, keepdims=True)  # out = logits
-        logp_ek = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        act = np.argmax(logp_ek if deterministic else logp_ek + rng.gumbel(size=out.shape), axis=1)
-        return act, np.take_along_axis(logp_ek, act[:, None], axis=1)[:, 0]
+            return out if deterministic else out + self.std * rng.standard_normal(out.shape)
+        return np.argmax(out if deterministic else out + rng.gumbel(size=out.shape), axis=1)  # out = logits
+
+    def log_prob(self, obs_no, act_n):
+        r"""log π(a_n | s_n), (N,): :math:`-\tfrac12\|(a-\mu)/\sigma\|^2 - \sum\log\sigma - \tfrac d2\log 2\pi`,
+        or the log-softmax of the logits at :math:`a_n`."""
+        out = self._out(obs_no)
+        if self.gaussian:
+            return self.logp_const - 0.5 * np.sum(((act_n - out) / self.std) ** 2, axis=1)
+        shifted = out - out.max(axis=1, keepdims=True)
+        logp_nk = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return logp_nk[np.arange(len(act_n)), act_n]
+
+    def __call__(self, theta, obs_eo, rng, deterministic: bool = False):
+        """``policy.sample``'s signature: (actions, their log-probabilities)."""
+        act = self.act(obs_eo, rng, deterministic)
+        return act, self.log_prob(obs_eo, act)
 
 
 @dataclass
@@ -285,6 +321,46 @@ class VectorRollout:
         self.ep_return_e = np.zeros(self.n_envs, dtype=np.float64)
         self.ep_len_e = np.zeros(self.n_envs, dtype=np.int64)
         self.ep_actions: list[list[np.ndarray]] = [[] for _ in range(self.n_envs)]
+        self._direct = None  # see _direct_steps
+
+    # ------------------------------------------------------------ fast stepping
+    def _direct_steps(self):
+        r"""Per env, ``(step, max_episode_steps)`` of the bare env, or None to step through the vector env.
+
+        In a sync vector env with autoreset disabled, ``SyncVectorEnv.step`` is
+        a loop of each env's ``step`` plus the concatenation of their outputs;
+        at one or a few envs that machinery and the pass-through wrappers cost
+        more than CartPole's physics (~30 µs against ~9 µs per step).  When
+        every wrapper of an env is one that only forwards a step
+        (:class:`EpisodeReplay`, ``OrderEnforcing``, ``PassiveEnvChecker``,
+        whose one-time step check is then skipped; its reset check still runs)
+        or ``TimeLimit``, the env's unwrapped ``step`` is called directly and
+        the time limit is applied here, with TimeLimit's own rule (truncated
+        once the episode's step count reaches the limit, also on the step
+        that terminates).  Episode lengths are this object's ``ep_len_e``,
+        which every reset (through the wrappers: TimeLimit's count restarts
+        too) sets to 0.  Any other wrapper, an async env, or a vector env that
+        is not gymnasium's ``SyncVectorEnv``: None, and the vector env's step
+        is used.  The numbers are the same either way (tests/test_rollout.py).
+        """
+        if self._direct is False:
+            return None
+        if self._direct is None:
+            self._direct = False
+            if type(self.envs) is not gym.vector.SyncVectorEnv:
+                return None
+            direct = []
+            for env in self.envs.envs:
+                limit = None
+                while isinstance(env, gym.Wrapper):
+                    if type(env) is TimeLimit and limit is None:
+                        limit = int(env._max_episode_steps) if env._max_episode_steps is not None else None
+                    elif type(env) not in (EpisodeReplay, OrderEnforcing, PassiveEnvChecker):
+                        return None
+                    env = env.env
+                direct.append((env.step, limit))
+            self._direct = direct
+        return self._direct
 
     # ------------------------------------------------------------------ resets
     def _new_seeds(self, mask_e) -> list:
@@ -344,45 +420,70 @@ class VectorRollout:
         carry = self.ep_actions
 
         obs_eo = self.obs_eo
-        step = self.envs.step
-        sample = policy.sample
+        direct = self._direct_steps()
         if isinstance(policy, (GaussianMLPPolicy, CategoricalMLPPolicy)):
-            sample = HostSampler(policy, theta)
+            sampler = HostSampler(policy, theta)
+            act_fn = sampler.act
+        else:  # a duck-typed policy: its own sample, log-probabilities as it gives them
+            sampler = None
+
+            def act_fn(obs, rng, deterministic):
+                act, logp_te[t] = policy.sample(theta, obs, rng, deterministic=deterministic)
+                return act
+
+        # Per-env episode bookkeeping as Python numbers inside the loop (no array op per step).
+        ep_len = [int(n) for n in self.ep_len_e]
+        ep_ret = [float(r) for r in self.ep_return_e]
+        limits = [limit for _, limit in direct] if direct is not None else None
 
         for t in range(T):
             raw_obs_teo[t] = obs_eo
-            act, logp = sample(theta, norm(obs_eo), rng, deterministic=deterministic)
-            act_te[t] = act
-            logp_te[t] = logp
+            act = act_te[t] = act_fn(norm(obs_eo), rng, deterministic)
             if self.discrete:
                 env_act = act
             else:
-                env_act = env_act_te[t] = np.clip(act, self.low, self.high)  # clipped only for the env
-            next_obs, rew, term, trunc, _ = step(env_act)
-            next_obs = np.array(next_obs, dtype=np.float64)  # a copy: the env reuses its buffer (copy=False)
-            next_raw_teo[t] = next_obs
-            rew_te[t] = rew
-            term_te[t] = term
-            trunc_te[t] = trunc
-            self.ep_return_e += rew
-            self.ep_len_e += 1
-            done_e = term | trunc
-            if done_e.any():
-                for i in np.flatnonzero(done_e):
-                    ep_returns.append(self.ep_return_e[i])
-                    ep_lengths.append(self.ep_len_e[i])
-                    carry[i] = []
-                    ep_start_e[i] = t + 1
-                obs_eo = self._reset(done_e)  # final obs already stored in next_raw_teo[t]
+                # clipped only for the env (np.clip's dispatch costs more than these two ufuncs)
+                env_act = env_act_te[t] = np.minimum(np.maximum(act, self.low), self.high)
+            if direct is None:
+                next_raw_teo[t], rew_te[t], term_te[t], trunc_te[t], _ = self.envs.step(env_act)  # copies
+                rew_e, done_e = rew_te[t].tolist(), (term_te[t] | trunc_te[t]).tolist()
+            else:  # each env's own step, TimeLimit counted here (see _direct_steps)
+                rew_e, done_e = [], []
+                for i, (step_i, _) in enumerate(direct):
+                    next_raw_teo[t, i], rew, term, trunc, _ = step_i(env_act[i])
+                    trunc = trunc or (limits[i] is not None and ep_len[i] + 1 >= limits[i])
+                    rew_te[t, i], term_te[t, i], trunc_te[t, i] = rew, term, trunc
+                    rew_e.append(float(rew))
+                    done_e.append(bool(term or trunc))
+            for i in range(E):
+                ep_ret[i] += rew_e[i]
+                ep_len[i] += 1
+            if True in done_e:
+                for i in range(E):
+                    if done_e[i]:
+                        ep_returns.append(ep_ret[i])
+                        ep_lengths.append(ep_len[i])
+                        ep_ret[i], ep_len[i] = 0.0, 0
+                        carry[i] = []
+                        ep_start_e[i] = t + 1
+                # final obs already stored in next_raw_teo[t]; the other envs go on from theirs
+                mask_e = np.array(done_e)
+                obs_eo = np.where(mask_e[:, None], self._reset(mask_e), next_raw_teo[t])
             else:
-                obs_eo = next_obs
+                obs_eo = next_raw_teo[t]  # never written again: safe to read as the next input
         self.obs_eo = obs_eo
+        self.ep_len_e = np.array(ep_len, dtype=np.int64)
+        self.ep_return_e = np.array(ep_ret, dtype=np.float64)
         # Actions of every episode still running, for exact restore.
         for i in range(E):
             carry[i] = carry[i] + list(env_act_te[ep_start_e[i]:, i])
 
+        obs_teo = norm(raw_obs_teo)
+        if sampler is not None:  # log π(a|s) at sampling time, for the whole batch at once (logging only)
+            logp_te = sampler.log_prob(obs_teo.reshape(T * E, O), act_te.reshape(T * E, -1) if not self.discrete
+                                       else act_te.reshape(T * E)).reshape(T, E)
         return RolloutBatch(
-            obs_teo=norm(raw_obs_teo), raw_obs_teo=raw_obs_teo, act_te=act_te, logp_te=logp_te, rew_te=rew_te,
+            obs_teo=obs_teo, raw_obs_teo=raw_obs_teo, act_te=act_te, logp_te=logp_te, rew_te=rew_te,
             terminated_te=term_te, truncated_te=trunc_te, next_obs_teo=norm(next_raw_teo),
             episode_returns=np.asarray(ep_returns, dtype=np.float64),
             episode_lengths=np.asarray(ep_lengths, dtype=np.int64),

@@ -479,6 +479,10 @@ class Iteration:
     """Every intermediate of the policy update."""
     trainer: "Trainer"
     """The trainer, after the update (θ, the critic, the normalisers)."""
+    seconds: dict = field(default_factory=dict)
+    """Wall-clock seconds of each stage of the iteration: ``rollout``, ``advantages`` (values, GAE, the
+    transfer to the update's backend), ``policy_update`` (log π_old and trpo_step), ``critic`` (the fit and
+    the explained variance), ``record`` (the progress row).  What scripts/bench_vs_sb3_train.py reports."""
 
 
 class Trainer:
@@ -585,6 +589,7 @@ class Trainer:
         policy, vf = self.policy, self.vf
 
         # ---- 1. rollout on the host with the current θ (normaliser frozen)
+        clock = [t_iter]
         batch = self.rollout.collect(policy, backend.to_numpy(self.theta), T, self.act_rng, self.obs_norm)
         self.total_steps += batch.n_steps
         if self.obs_norm is not None:
@@ -593,6 +598,7 @@ class Trainer:
         if self.rew_scaler is not None:
             rew_te = self.rew_scaler.scale(rew_te, batch.terminated_te | batch.truncated_te)
 
+        clock.append(time.perf_counter())
         # ---- 2. to the device, once; values and GAE
         def dev_arr(a, dt=dtype):
             return backend.from_numpy(a, xp, dev, dt)
@@ -608,6 +614,7 @@ class Trainer:
                              cfg.gamma, cfg.gae_lambda)
         adv_n, ret_n = xp.reshape(adv_te, (T * E,)), xp.reshape(ret_te, (T * E,))
 
+        clock.append(time.perf_counter())
         # ---- 3. the policy update (log π_old evaluated on the update's backend: ratio 1 at θ_old)
         logp_old = policy.log_prob(self.theta, obs_no, act)
         step_cfg = dataclasses.replace(self.trpo_cfg,
@@ -617,6 +624,7 @@ class Trainer:
             step_cfg = self.step_config(step_cfg, update_batch)
         self.theta, info = trpo_step(policy, self.theta, update_batch, step_cfg)
 
+        clock.append(time.perf_counter())
         # ---- 4. the critic
         ev = explained_variance(val_n, ret_n)
         if cfg.critic == "adam":
@@ -627,6 +635,7 @@ class Trainer:
         else:
             self.w, fit = fit_lbfgs(vf, self.w, obs_no, ret_n, max_iter=cfg.critic_lbfgs_iters, l2=cfg.critic_l2)
 
+        clock.append(time.perf_counter())
         # ---- 5. the record
         self.iteration = it + 1
         cg = info.cg
@@ -641,7 +650,9 @@ class Trainer:
             batch.n_steps / (time.perf_counter() - t_iter),
         ]))
         episodes = [(float(r), int(n)) for r, n in zip(batch.episode_returns, batch.episode_lengths)]
-        return Iteration(row=row, episodes=episodes, info=info, trainer=self)
+        clock.append(time.perf_counter())
+        seconds = dict(zip(("rollout", "advantages", "policy_update", "critic", "record"), np.diff(clock).tolist()))
+        return Iteration(row=row, episodes=episodes, info=info, trainer=self, seconds=seconds)
 
 
 def iterate(cfg: TrainConfig, trpo_cfg: TRPOConfig, trainer: Trainer | None = None) -> Iterator[Iteration]:

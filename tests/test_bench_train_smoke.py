@@ -1,0 +1,37 @@
+"""Smoke test of scripts/bench_vs_sb3_train.py --quick: it runs, names the machine and BLAS kernel, and
+leaves docs/ alone (issue 14: a quick run writes to a temporary directory).  It times nothing that matters."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _docs_digest() -> str:
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "docs").rglob("*.md")):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_bench_vs_sb3_train__quick_writes_a_temporary_file_never_docs():
+    pytest.importorskip("sb3_contrib")
+    before = _docs_digest()
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell"}  # the script must lift it for itself and say so
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_vs_sb3_train.py"), "--quick"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert _docs_digest() == before
+    written = Path(re.search(r"^wrote (.+)$", out.stdout, re.M).group(1))
+    assert written.is_file() and not written.resolve().is_relative_to((ROOT / "docs").resolve())
+    text = written.read_text()
+    assert "<!-- train:begin -->" in text and "| CartPole-v1 |" in text
+    assert "BLAS: " in text and "lifted for this process: OPENBLAS_CORETYPE=Haswell" in text
