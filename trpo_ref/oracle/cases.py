@@ -27,7 +27,7 @@ from ..trpo import PRESETS, Batch, TRPOConfig, prepare_update, step_size
 from .io import Trace
 from .record import compute_trace, make_meta
 
-__all__ = ["synthetic_case", "GOLDEN_SIZES", "GOLDEN_OUT_DIM", "golden_cases", "golden_trace", "realistic_case",
+__all__ = ["synthetic_case", "GOLDEN_SIZES", "GOLDEN_SEED_ORDER", "PRESET_KINDS", "GOLDEN_OUT_DIM", "golden_cases", "golden_trace", "realistic_case",
            "REALISTIC_CASES", "BUGS", "candidate_update"]
 
 
@@ -61,18 +61,27 @@ def synthetic_case(kind: str = "gaussian", seed: int = 0, n: int = 32, obs_dim: 
 
 
 # ----------------------------------------------------------------- golden
-#: Shared sizes of every golden case: small, so the twelve files stay well under 300 KB.
+#: Shared sizes of every golden case: small, so each file stays near 21 KB.
 GOLDEN_SIZES = dict(n=20, obs_dim=3, hidden_sizes=(4, 3), activation="tanh")
 #: Output size: action dimension (Gaussian) or number of actions (categorical).
 GOLDEN_OUT_DIM = {"gaussian": 2, "categorical": 3}
 
 
+#: Presets in the order their golden seeds were assigned (100 + 10·i + j); a new preset is appended, so
+#: adding one never changes the seed, and hence the file, of an existing golden trace.
+GOLDEN_SEED_ORDER = ("baselines", "garage", "modular_rl", "paper", "sb3-contrib", "spinningup", "tianshou", "skrl")
+#: Policy kinds a library supports, where not both (skrl 2.1.1's TRPO is Gaussian only).
+PRESET_KINDS = {"skrl": ("gaussian",)}
+
+
 def golden_cases() -> list[tuple[str, str, str, int]]:
     """``(file name, preset, kind, seed)`` of every golden trace in tests/golden/."""
+    order = [p for p in GOLDEN_SEED_ORDER if p in PRESETS] + sorted(set(PRESETS) - set(GOLDEN_SEED_ORDER))
     out = []
-    for i, preset in enumerate(sorted(PRESETS)):
+    for i, preset in enumerate(order):
         for j, kind in enumerate(("gaussian", "categorical")):
-            out.append((f"{preset}-{kind}.npz", preset, kind, 100 + 10 * i + j))
+            if kind in PRESET_KINDS.get(preset, ("gaussian", "categorical")):
+                out.append((f"{preset}-{kind}.npz", preset, kind, 100 + 10 * i + j))
     return out
 
 
