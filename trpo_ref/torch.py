@@ -318,6 +318,10 @@ def to_module(policy, theta, *, dtype=torch.float64):
 
 
 # ---------------------------------------------------------------------- recorder
+def _same_up_to_sign(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.array_equal(a, b) or np.array_equal(a, -b))
+
+
 class Recorder:
     r"""Record a user's TRPO update stage by stage and turn it into a trace for the stage-wise check.
 
@@ -476,12 +480,13 @@ class Recorder:
         x = self.values.get("step_dir")
         x0 = self.inputs.get("cg_x0")
         out: dict[str, Any] = dict(self.values)
-        if x0 is not None and products and np.array_equal(products[0][0], x0):
-            out["Fx0"] = products.pop(0)[1]
-        if x is not None and products and np.array_equal(products[-1][0], x) and "Fx" not in out:
-            out["Fx"] = products.pop()[1]
-        elif x is not None and products and np.array_equal(products[-1][0], x):
-            products.pop()
+        # A product of x₀ or of x (or of −x₀, −x: F is linear) is not one of CG's directions.
+        if x0 is not None and products and _same_up_to_sign(products[0][0], x0):
+            v, fv = products.pop(0)
+            out["Fx0"] = fv if np.array_equal(v, x0) else -fv
+        if x is not None and products and _same_up_to_sign(products[-1][0], x):
+            v, fv = products.pop()
+            out.setdefault("Fx", fv if np.array_equal(v, x) else -fv)
         if products:
             out["fisher_v"] = np.stack([v for v, _ in products])
             out["fisher_Fv"] = np.stack([fv for _, fv in products])
