@@ -214,7 +214,8 @@ def from_module(actor: nn.Module, log_std=None) -> TorchBridge:
     for name, m in _leaves(actor):
         if isinstance(m, nn.Linear):
             if linears and pending_act is None:
-                _fail(f"module {name!r} (Linear) follows {linears[-1][0]!r} without an activation between them")
+                _fail(f"module {name!r} (Linear) follows {linears[-1][0]!r} with no activation between them: a "
+                      "second output head (a state-dependent σ, a critic sharing the trunk) is not expressible")
             if m.bias is None:
                 _fail(f"module {name!r} (Linear) has no bias; trpo_ref's layers are x @ W + b")
             if linears and m.in_features != linears[-1][1].out_features:
@@ -265,9 +266,9 @@ def from_module(actor: nn.Module, log_std=None) -> TorchBridge:
     out_dim = linears[-1][1].out_features
     act_name = activation or "tanh"  # a single Linear has no hidden activation
     if log_std is not None:
-        if log_std.numel() != out_dim or (log_std.dim() == 2 and log_std.shape[0] != 1) or log_std.dim() > 2:
-            _fail(f"log_std has shape {tuple(log_std.shape)}; expected ({out_dim},) or (1, {out_dim}) for a "
-                  f"{out_dim}-dimensional action")
+        if log_std.numel() != out_dim or sum(d != 1 for d in log_std.shape) > 1:
+            _fail(f"log_std has shape {tuple(log_std.shape)}; expected ({out_dim},), (1, {out_dim}) or "
+                  f"({out_dim}, 1) for a {out_dim}-dimensional action")
         policy = GaussianMLPPolicy(obs_dim, out_dim, hidden, act_name)
     else:
         policy = CategoricalMLPPolicy(obs_dim, out_dim, hidden, act_name)
