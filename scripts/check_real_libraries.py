@@ -77,7 +77,7 @@ def record_cg_step(rec, loc: dict, rr_name: str, calls: list, sign: float) -> No
 
 
 # ------------------------------------------------------------------ tianshou
-def tianshou_case(kind: str, dtype: str, n: int = 256, hidden=(64, 64), seed: int = 0):
+def tianshou_case(kind: str, dtype: str, n: int = 256, hidden=(64, 64), seed: int = 0, max_kl: float = 0.01):
     import gymnasium as gym
     from tianshou.algorithm import TRPO
     from tianshou.algorithm.modelfree import trpo as ts_trpo
@@ -121,7 +121,7 @@ def tianshou_case(kind: str, dtype: str, n: int = 256, hidden=(64, 64), seed: in
     policy = ProbabilisticActorPolicy(actor=actor, dist_fn=dist_fn, action_space=space,
                                       observation_space=env.observation_space, action_scaling=False,
                                       action_bound_method=None)
-    algo = TRPO(policy=policy, critic=critic, optim=AdamOptimizerFactory(lr=1e-3))
+    algo = TRPO(policy=policy, critic=critic, optim=AdamOptimizerFactory(lr=1e-3), max_kl=max_kl)
     buf = VectorReplayBuffer(n, 1)
     Collector(policy, envs, buf).collect(n_step=n, reset_before_collect=True)
 
@@ -143,7 +143,7 @@ def tianshou_case(kind: str, dtype: str, n: int = 256, hidden=(64, 64), seed: in
             if rec is None and "minibatch" in loc and "actor_loss" in loc:  # the first call: ∇(−L) = −g
                 mb = loc["minibatch"]
                 rec = got["rec"] = Recorder(bridge, mb.obs, mb.act, mb.adv_raw, mb.logp_old, preset="tianshou",
-                                            producer=f"tianshou 2.0.1 TRPO ({kind}, {dtype})")
+                                            config={"max_kl": max_kl}, producer=f"tianshou 2.0.1 TRPO ({kind}, {dtype})")
                 rec.g(out, sign=-1)
                 rec.scalars(surrogate_before=-loc["actor_loss"])
             return out
@@ -197,7 +197,7 @@ def tianshou_case(kind: str, dtype: str, n: int = 256, hidden=(64, 64), seed: in
 
 
 # ---------------------------------------------------------------------- skrl
-def skrl_case(kind: str, dtype: str, n: int = 256, hidden=(64, 64), seed: int = 0):
+def skrl_case(kind: str, dtype: str, n: int = 256, hidden=(64, 64), seed: int = 0, max_kl: float = 0.01):
     if kind != "gaussian":
         raise NotImplementedError("skrl 2.1.1's TRPO supports Gaussian policies only")
     import gymnasium as gym
@@ -210,7 +210,9 @@ def skrl_case(kind: str, dtype: str, n: int = 256, hidden=(64, 64), seed: int = 
     torch.manual_seed(seed)
     dt = DTYPES[dtype]
     torch.set_default_dtype(dt)
-    env = wrap_env(gym.wrappers.DtypeObservation(gym.make("Pendulum-v1"), np.dtype(dtype)))
+    base = gym.wrappers.DtypeObservation(gym.make("Pendulum-v1"), np.dtype(dtype))
+    base.reset(seed=seed)  # seeds the environment's generator; skrl's reset() takes no seed
+    env = wrap_env(base, verbose=False)
 
     class Policy(GaussianMixin, Model):
         def __init__(self, observation_space, action_space, device):
@@ -239,11 +241,16 @@ def skrl_case(kind: str, dtype: str, n: int = 256, hidden=(64, 64), seed: int = 
     for m in models.values():
         m.to(dt)
     memory = RandomMemory(memory_size=n, num_envs=env.num_envs, device=env.device)
-    cfg = TRPO_CFG(rollouts=n)
+    if dt == torch.float64:  # skrl creates its memory in float32 (trpo.py:285-294); keep the rollout in float64
+        create = memory.create_tensor
+        memory.create_tensor = lambda **kw: create(**{**kw, "dtype": dt if kw.get("dtype") == torch.float32
+                                                      else kw.get("dtype")})
+    cfg = TRPO_CFG(rollouts=n, max_kl_divergence=max_kl)
     agent = TRPO(models=models, memory=memory, cfg=cfg, observation_space=env.observation_space,
                  action_space=env.action_space, device=env.device)
     agent.init()
-    obs, _ = env.reset(seed=seed)
+    agent.enable_training_mode(True)
+    obs, _ = env.reset()
     for t in range(n):
         with torch.no_grad():
             act = agent.act(obs.to(dt), None, timestep=t, timesteps=n)[0]
@@ -272,8 +279,9 @@ def skrl_case(kind: str, dtype: str, n: int = 256, hidden=(64, 64), seed: int = 
             loc = caller_locals()
             rec = got["rec"]
             if rec is None:  # L(θ_old)
-                rec = got["rec"] = Recorder(bridge, kw["observations"], kw["actions"], got["adv_raw"], kw["log_prob"],
-                                            preset="skrl", producer=f"skrl 2.1.1 TRPO (gaussian, {dtype})")
+                adv_raw = got["adv_raw"][memory.sampling_indexes]  # the memory is sampled in a random order
+                rec = got["rec"] = Recorder(bridge, kw["observations"], kw["actions"], adv_raw, kw["log_prob"],
+                                            preset="skrl", config={"max_kl": max_kl}, producer=f"skrl 2.1.1 TRPO (gaussian, {dtype})")
                 rec.scalars(surrogate_before=out)
             elif "alpha" in loc:  # a try: skrl has already multiplied its expected improvement by alpha
                 if not rec.tries:
@@ -324,6 +332,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=sorted(DTYPES), action="append", help="precision (default: both)")
     ap.add_argument("--kind", choices=("gaussian", "categorical"), action="append")
     ap.add_argument("--n", type=int, default=256, help="rollout length (default 256)")
+    ap.add_argument("--max-kl", type=float, default=0.01,
+                    help="δ of both the library and the preset (default 0.01; a large δ makes the line search backtrack)")
     ap.add_argument("--failures-only", action="store_true", help="print only the failing rows of each report")
     ap.add_argument("--save", help="directory to save each candidate trace in")
     args = ap.parse_args(argv)
@@ -336,10 +346,10 @@ def main(argv=None) -> int:
         make, kinds, dtypes = CASES[lib]
         for kind in [k for k in (args.kind or kinds) if k in kinds]:
             for dtype in [d for d in (args.dtype or dtypes) if d in dtypes]:
-                rec = make(kind, dtype, n=args.n)
+                rec = make(kind, dtype, n=args.n, max_kl=args.max_kl)
                 trace = rec.trace()
                 report = rec.check(drift=False)
-                print(f"=== {lib} {kind} {dtype}: {trace.meta['producer']}; status {trace.status}, "
+                print(f"=== {lib} {kind} {dtype}, δ = {args.max_kl:g}: status {trace.status}, "
                       f"accepted try {int(trace['accepted_index'])}")
                 print(report.to_text("failures" if args.failures_only else "all"))
                 if args.save:
