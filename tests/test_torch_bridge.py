@@ -289,3 +289,17 @@ def test_recorder__needs_theta_new_and_a_known_preset():
     rec = Recorder(from_module(actor, log_std), obs, act, adv, logp_old, preset="skrl")
     with pytest.raises(ValueError, match="record θ_new first"):
         rec.trace()
+
+
+# ------------------------------------------------------------------ CI installs what the replay needs
+def test_ci_test_command__installs_torch_and_sb3_contrib_so_the_sb3_replay_runs():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    run = (ROOT / ".ci" / "run").read_text()
+    command = 'python -m pip install -e ".[test,torch,interop]" && python -m pytest'
+    assert command in run and command in (ROOT / "README.md").read_text()
+    installed = extras["test"] + extras["torch"] + extras["interop"]
+    assert "torch==2.13.0" in installed
+    assert any(req.startswith("sb3-contrib") for req in installed)  # else tests/test_sb3_replay.py skips
+    assert any(req.startswith("pyyaml") for req in installed)       # YAML configs of trpo-ref --config
