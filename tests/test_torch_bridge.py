@@ -108,6 +108,27 @@ def test_from_module__one_line_error_naming_the_first_module(build, log_std, mes
     assert "\n" not in str(err.value)
 
 
+class _SquashedInForward(nn.Module):
+    """tianshou's default continuous actor in miniature: the squashing is code in forward(), not a module."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+
+    def forward(self, obs, state=None):
+        return (2.0 * torch.tanh(self.net(obs)), torch.ones(obs.shape[0], 2)), state
+
+
+def test_from_module__a_transformation_inside_forward_is_caught_by_the_probe():
+    ls = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"_SquashedInForward.forward returns something other than its Linear chain"):
+        from_module(_SquashedInForward(), ls)
+    assert from_module(_SquashedInForward(), ls, check_forward=False).policy.kind == "gaussian"
+    softmax = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3), nn.Softmax(dim=-1)).double()
+    with pytest.raises(ValueError, match=r"cannot express module '3' \(Softmax\)"):
+        from_module(softmax)
+
+
 def test_from_module__stray_parameter_is_named_with_a_hint():
     actor = _SigmaFirst(3, 2, (2,))
     with pytest.raises(ValueError, match=r"cannot express parameter 'sigma_param' \(2,\).*pass it as log_std"):

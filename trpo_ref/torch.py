@@ -174,7 +174,51 @@ def _fail(msg: str):
     raise ValueError("from_module: " + msg)
 
 
-def from_module(actor: nn.Module, log_std=None) -> TorchBridge:
+def _first_output(out, shape):
+    """The first tensor of ``shape`` in a forward's output (a tensor, or nested tuples/lists/dicts of them)."""
+    if isinstance(out, torch.Tensor):
+        return out if tuple(out.shape) == shape else None
+    items = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
+    for item in items:
+        found = _first_output(item, shape)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_forward(actor, bridge) -> None:
+    """Call ``actor`` on a probe batch; if its output holds a (n, out_dim) tensor, it must be the Linear chain's.
+
+    Catches what the modules do not show: a transformation inside ``forward``
+    (tianshou's default ``max_action·tanh(mean)``, a softmax, an input scaling).
+    An actor whose forward cannot be called on a plain tensor is not checked.
+    """
+    pol = bridge.policy
+    ref = bridge._pieces[0][1]
+    n = 7
+    probe = torch.as_tensor(np.random.default_rng(0).standard_normal((n, pol.obs_dim)), dtype=ref.dtype,
+                            device=ref.device)
+    try:
+        with torch.no_grad():
+            out = actor(probe)
+    except Exception:  # noqa: BLE001 - a forward with another signature (skrl's act(), ...): nothing to compare
+        return
+    got = _first_output(out, (n, pol.mlp.sizes[-1]))
+    if got is None:
+        return
+    phi, _ = pol._dist(bridge.theta, to_numpy(probe))
+    want = phi[0] if pol.kind == "gaussian" else phi
+    diff = float(np.max(np.abs(to_numpy(got) - want)))
+    scale = max(float(np.max(np.abs(want))), 1e-30)
+    tol = 1e-4 if bridge.dtype == "float32" else 1e-10  # matmul rounding: ~1e-7 / ~1e-16 relative (measured)
+    if not diff <= tol * scale:
+        _fail(f"{type(actor).__name__}.forward returns something other than its Linear chain (max difference "
+              f"{diff:.3g} on a probe batch, {diff / scale:.2g} relative): a transformation inside forward() — e.g. "
+              "a tanh-squashed mean (tianshou's default unless unbounded=True), a softmax, an input scaling — is "
+              "not expressible; pass check_forward=False if the output compared is not the mean or the logits")
+
+
+def from_module(actor: nn.Module, log_std=None, *, check_forward: bool = True) -> TorchBridge:
     """Bridge a torch actor made of ``nn.Linear`` and tanh/ReLU layers to a trpo_ref policy.
 
     Parameters
@@ -185,8 +229,13 @@ def from_module(actor: nn.Module, log_std=None) -> TorchBridge:
         (``nn.Tanh`` or ``nn.ReLU``), biases on every layer, no activation after
         the last layer.  Its output is the Gaussian mean or the categorical logits.
     log_std : torch.Tensor, nn.Parameter or str, optional
-        The state-independent log σ of a Gaussian, shape (A,) or (1, A), or the
-        name of that parameter in ``actor.named_parameters()``.  None: categorical.
+        The state-independent log σ of a Gaussian, shape (A,), (1, A) or (A, 1),
+        or the name of that parameter in ``actor.named_parameters()``.  None: categorical.
+    check_forward : bool
+        Call ``actor`` on a probe batch and, when its output holds a tensor of
+        shape (n, out_dim), require it to equal the Linear chain's output (the
+        mean or the logits) — this catches a transformation written inside
+        ``forward`` rather than as a module.
 
     Returns
     -------
@@ -291,7 +340,10 @@ def from_module(actor: nn.Module, log_std=None) -> TorchBridge:
     if log_std is not None and all(p is not log_std for _, p in actor.named_parameters()):
         off, shape, tr = offsets[id(log_std)]
         pieces.append(("log_std", log_std, off, shape, tr))
-    return TorchBridge(actor, log_std, policy, pieces)
+    bridge = TorchBridge(actor, log_std, policy, pieces)
+    if check_forward:
+        _check_forward(actor, bridge)
+    return bridge
 
 
 def to_module(policy, theta, *, dtype=torch.float64):
@@ -521,7 +573,7 @@ class Recorder:
             elif not moved:
                 status = "nonpositive_curvature" if "step_dir" in out else "skipped"
             else:
-                status = "accepted"
+                status = "fixed_step" if self.config.method in ("npg", "vpg") else "accepted"
         if not moved:
             theta_new = theta_old  # no step: θ_old bit for bit
         out["theta_new"] = theta_new
