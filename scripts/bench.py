@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-r"""CPU benchmark of trpo_ref against the matmul floor and SB3-contrib (issue 8).
+r"""CPU benchmark of trpo_ref against the matmul floor, JAX and SB3-contrib (issues 8 and 14).
 
 Every figure is the median of ``--reps`` timed repetitions after a warm-up,
 and every comparison is *interleaved*: the contenders of one group (for
@@ -10,16 +10,26 @@ meaningful even when the absolute times drift.
 
 BLAS runs on one thread unless ``--threads`` says otherwise: the variables
 below are set before NumPy (or torch) is imported, and torch gets
-``torch.set_num_threads``.
+``torch.set_num_threads``.  With one thread the process also pins itself to
+one CPU (``--cpu``, default the last one it may use), because XLA's CPU client
+ignores thread flags and would use every core.
+
+OpenBLAS kernel: a machine may set ``OPENBLAS_CORETYPE`` (this one sets
+``Haswell``, which slows NumPy on its AVX-512 processor) or
+``OPENBLAS_L2_SIZE``.  The benchmark removes both from its own environment
+before NumPy loads OpenBLAS, so OpenBLAS picks the processor's own kernel, and
+records what it removed (``--keep-coretype`` keeps them).  Every table states
+the kernel threadpoolctl reports.  Tests and CI leave these variables alone.
 
 Usage::
 
     python scripts/bench.py                     # full run: batch 2048 and 16384, float32 and float64
-    python scripts/bench.py --quick             # tiny sizes, a few reps (smoke test)
+    python scripts/bench.py --quick             # tiny sizes, a few reps (smoke test); writes to a temp dir
     python scripts/bench.py --out docs/perf.json --md docs/performance.md
 
 The Markdown report is written between the markers ``<!-- bench:begin -->``
 and ``<!-- bench:end -->`` of ``--md``; hand-written text outside them is kept.
+``--quick`` never writes into docs/.
 """
 
 from __future__ import annotations
@@ -28,21 +38,38 @@ import os
 import sys
 
 
-def _threads_from_argv(argv) -> str:
+def _arg_from_argv(argv, name, default):
     for i, arg in enumerate(argv):
-        if arg == "--threads" and i + 1 < len(argv):
+        if arg == name and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--threads="):
+        if arg.startswith(name + "="):
             return arg.split("=", 1)[1]
-    return "1"
+    return default
+
+
+def _threads_from_argv(argv) -> str:
+    return _arg_from_argv(argv, "--threads", "1")
 
 
 BLAS_THREADS = _threads_from_argv(sys.argv) if __name__ == "__main__" else os.environ.get("OPENBLAS_NUM_THREADS", "1")
 _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                 "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+_KERNEL_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+#: Variables this process removed before NumPy loaded OpenBLAS (name -> old value).
+LIFTED: dict = {}
+#: CPUs the process pinned itself to (None: not pinned).
+PINNED = None
 if __name__ == "__main__":
     for _var in _THREAD_VARS:  # before numpy / torch are imported: this is what takes effect
         os.environ[_var] = BLAS_THREADS
+    if "--keep-coretype" not in sys.argv:
+        for _var in _KERNEL_VARS:
+            if _var in os.environ:
+                LIFTED[_var] = os.environ.pop(_var)
+    _cpu = _arg_from_argv(sys.argv, "--cpu", None)
+    if hasattr(os, "sched_setaffinity") and (_cpu is not None or BLAS_THREADS == "1") and _cpu != "none":
+        PINNED = {int(_cpu)} if _cpu is not None else {max(os.sched_getaffinity(0))}
+        os.sched_setaffinity(0, PINNED)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -72,7 +99,7 @@ OBS_DIM, ACT_DIM, HIDDEN, DAMPING = 17, 6, (64, 64), 0.1
 
 
 # ------------------------------------------------------------------- timing
-def interleaved(fns: dict, reps: int = 20, warmup: int = 2) -> dict:
+def interleaved(fns: dict, reps: int = 20, warmup: int = 2, keep_times: bool = False) -> dict:
     """Median wall time of each callable, the callables interleaved rep by rep.
 
     Parameters
@@ -82,10 +109,12 @@ def interleaved(fns: dict, reps: int = 20, warmup: int = 2) -> dict:
         weights that the timed call mutates.
     reps, warmup : int
         Timed repetitions (the median is taken over them) and untimed ones first.
+    keep_times : bool
+        Also return every repetition's time (``"times_s"``), for ratios taken rep by rep.
 
     Returns
     -------
-    dict name -> {"median_s", "p25_s", "p75_s", "reps"}
+    dict name -> {"median_s", "p25_s", "p75_s", "reps"} (+ "times_s")
     """
     pairs = {k: (f if isinstance(f, tuple) else (None, f)) for k, f in fns.items()}
     for _ in range(warmup):
@@ -102,19 +131,32 @@ def interleaved(fns: dict, reps: int = 20, warmup: int = 2) -> dict:
             fn()
             times[k].append(time.perf_counter() - t0)
     return {k: {"median_s": float(np.median(t)), "p25_s": float(np.percentile(t, 25)),
-                "p75_s": float(np.percentile(t, 75)), "reps": len(t)} for k, t in times.items()}
+                "p75_s": float(np.percentile(t, 75)), "reps": len(t), **({"times_s": t} if keep_times else {})}
+            for k, t in times.items()}
+
+
+def ratio_stats(num, den) -> dict:
+    """Median, quartiles and range of the rep-by-rep ratios ``num[i] / den[i]``."""
+    r = np.asarray(num, float) / np.asarray(den, float)
+    return {"median": float(np.median(r)), "p25": float(np.percentile(r, 25)), "p75": float(np.percentile(r, 75)),
+            "min": float(r.min()), "max": float(r.max()), "reps": int(r.size)}
 
 
 # ------------------------------------------------------------------ problem
-def make_problem(batch: int, dtype: str, seed: int = 0):
+def make_problem(batch: int, dtype: str, seed: int = 0, kind: str = "gaussian"):
     """Gaussian 64x64 tanh policy (obs 17, act 6) at its initial θ, and one batch.
+
+    ``kind="categorical"``: the same network with 6 logits (a categorical policy).
 
     Observations are standard normal; actions are sampled from the policy
     (so ``logp_old`` is the true log-probability and the ratio is 1 at θ_old);
     advantages are standard normal.  Returns ``(policy, theta, Batch, returns)``.
     """
     rng = np.random.default_rng(seed)
-    pi = tr.GaussianMLPPolicy(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
+    if kind == "gaussian":
+        pi = tr.GaussianMLPPolicy(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
+    else:
+        pi = tr.CategoricalMLPPolicy(OBS_DIM, ACT_DIM, hidden_sizes=HIDDEN)
     theta = pi.init_params(seed, dtype=dtype)
     obs = rng.standard_normal((batch, OBS_DIM)).astype(dtype)
     act, logp = pi.sample(theta, obs, rng)
@@ -388,6 +430,44 @@ def bench_policy(batch_size: int, dtype: str, reps: int = 20, warmup: int = 2, w
     return out
 
 
+
+# -------------------------------------------------------------------- JAX
+def bench_fvp_vs_jax(batch_size: int, dtype: str, kind: str = "gaussian", reps: int = 20, warmup: int = 2,
+                     loop_k: int = 11) -> dict:
+    """Our FVP against JAX's jitted linearised Gauss–Newton product (scripts/jax_fvp.py), interleaved.
+
+    Contenders per repetition: our ``FisherOperator`` product (forward pass done
+    once, outside the timing, as CG uses it), the bare matrix products, JAX's
+    jitted call (linearisation inside), and JAX's jitted loop of 1 and of
+    ``loop_k`` products after one linearisation, whose difference / (loop_k − 1)
+    is JAX's marginal per-product time.  Ratios are taken rep by rep (>1: JAX
+    is faster), then summarised.
+    """
+    from jax_fvp import make_jax_fvp
+
+    pi, theta, batch, _ = make_problem(batch_size, dtype, kind=kind)
+    obs = batch.obs
+    v = np.random.default_rng(2).standard_normal(pi.num_params).astype(dtype)
+    fisher = pi.fisher_operator(theta, obs, DAMPING)
+    jx = make_jax_fvp(pi, theta, obs, DAMPING, loop_k)
+    v_j = jx["to_device"](v)
+    ours, theirs = np.asarray(fisher(v), float), np.asarray(jx["call"](v_j), float)
+    group = {"fvp": lambda: fisher(v), "matmul_floor": matmul_floor(pi.mlp, theta, obs),
+             "jax_call": lambda: jx["call"](v_j), "jax_loop_1": lambda: jx["loop"](1),
+             "jax_loop_k": lambda: jx["loop"](loop_k)}
+    res = interleaved(group, reps, warmup, keep_times=True)
+    t = {k: np.asarray(r.pop("times_s")) for k, r in res.items()}
+    marginal = (t["jax_loop_k"] - t["jax_loop_1"]) / (loop_k - 1)
+    out = {"batch": batch_size, "dtype": dtype, "kind": kind, "loop_k": loop_k, "jax": jx["jax_version"],
+           "rel_diff": float(np.linalg.norm(ours - theirs) / np.linalg.norm(ours)), **res,
+           "jax_marginal": {"median_s": float(np.median(marginal)), "reps": len(marginal)},
+           "ours_over_jax_marginal": ratio_stats(t["fvp"], marginal),
+           "ours_over_jax_call": ratio_stats(t["fvp"], t["jax_call"]),
+           "ours_over_floor": ratio_stats(t["fvp"], t["matmul_floor"]),
+           "jax_marginal_over_floor": ratio_stats(marginal, t["matmul_floor"])}
+    return out
+
+
 # ------------------------------------------------------------------ rollout
 def _rollout_module():
     try:
@@ -605,10 +685,20 @@ def machine_info(threads: str) -> dict:
     try:
         import threadpoolctl
 
-        info["threadpool"] = [{k: p.get(k) for k in ("internal_api", "num_threads", "version")}
+        info["threadpool"] = [{k: p.get(k) for k in ("internal_api", "num_threads", "version", "architecture")}
                               for p in threadpoolctl.threadpool_info()]
     except ImportError:
         info["threadpool"] = "threadpoolctl not installed; thread count set by environment variables"
+    info["kernel_env_lifted"] = dict(LIFTED)
+    info["kernel_env_now"] = {v: os.environ.get(v) for v in _KERNEL_VARS}
+    info["cpus"] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    info["pinned"] = sorted(PINNED) if PINNED else None
+    try:
+        import jax
+
+        info["jax"] = jax.__version__
+    except ImportError:
+        info["jax"] = None
     try:
         import torch
 
@@ -623,6 +713,36 @@ def machine_info(threads: str) -> dict:
     except ImportError:
         info["sb3_contrib"] = None
     return info
+
+
+def blas_kernel(m: dict) -> str:
+    """The BLAS library and the kernel it runs, as threadpoolctl reports them."""
+    pools = m.get("threadpool")
+    if not isinstance(pools, list):
+        return "unknown (threadpoolctl missing)"
+    return "; ".join(f"{p.get('internal_api')} {p.get('version')} kernel **{p.get('architecture')}**, "
+                     f"{p.get('num_threads')} thread(s)" for p in pools) or "none loaded"
+
+
+def machine_line(m: dict) -> str:
+    """One line naming the machine, the BLAS kernel and how the run was isolated (heads every table)."""
+    lifted = m.get("kernel_env_lifted") or {}
+    now = {k: v for k, v in (m.get("kernel_env_now") or {}).items() if v is not None}
+    env = ("the benchmark removed " + ", ".join(f"`{k}={v}`" for k, v in lifted.items()) + " from its own environment"
+           if lifted else "`OPENBLAS_CORETYPE` / `OPENBLAS_L2_SIZE` were not set")
+    if now:
+        env += "; kept " + ", ".join(f"`{k}={v}`" for k, v in now.items())
+    pin = f"pinned to CPU {m['pinned'][0]}" if m.get("pinned") else f"CPUs {m.get('cpus')}"
+    return (f"Machine: **{m.get('cpu')}** ({m.get('nproc')} logical CPUs, this run {pin}); "
+            f"BLAS: {blas_kernel(m)}; {env}.")
+
+
+def machine_short(m: dict) -> str:
+    """The machine and BLAS kernel in a few words, under each table's heading."""
+    pools = m.get("threadpool") if isinstance(m.get("threadpool"), list) else []
+    kernel = ", ".join(f"{p.get('internal_api')} {p.get('architecture')}" for p in pools) or "BLAS unknown"
+    pin = f", CPU {m['pinned'][0]}" if m.get("pinned") else ""
+    return f"*{m.get('cpu')}, {kernel}, {m.get('bench_threads')} thread(s){pin}.*"
 
 
 # ------------------------------------------------------------------- report
@@ -655,8 +775,11 @@ def render_markdown(result: dict) -> str:
              f"Python {m['python']}, NumPy {m['numpy']}, torch {m.get('torch')}, sb3-contrib {m.get('sb3_contrib')}; "
              f"BLAS threads {m['bench_threads']} (env {m['blas_threads_env']}), torch threads {m.get('torch_threads')}. "
              f"Median of {result['reps']} interleaved repetitions after {result['warmup']} warm-up ones "
-             "(critic fits: a quarter of that, at least 5). Ratios are taken within one run.", ""]
-    lines += ["### Policy math (ms, median)", "",
+             "(critic fits: a quarter of that, at least 5). Ratios are taken within one run.", "",
+             machine_line(m), ""]
+    if result.get("jax"):
+        lines += render_jax(result)
+    lines += ["### Policy math (ms, median)", "", machine_short(m), "",
               "| batch | dtype | FVP | matmul floor | SB3 FVP | setup | SB3 setup | CG 10 | CG 15 | SB3 CG 15 "
               "| trpo_step | SB3 policy step | critic fit | SB3 critic fit |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -664,7 +787,7 @@ def render_markdown(result: dict) -> str:
         lines.append(f"| {row['batch']} | {row['dtype']} | " + " | ".join(_ms(row, k) for k in (
             "fvp", "matmul_floor", "sb3_fvp", "fisher_setup", "sb3_fisher_setup", "cg10", "cg15", "sb3_cg15",
             "trpo_step", "sb3_policy_step", "critic_fit", "sb3_critic_fit")) + " |")
-    lines += ["", "### Ratios (same run; targets marked)", "",
+    lines += ["", "### Ratios (same run; targets marked)", "", machine_short(m), "",
               "| batch | dtype | SB3 FVP / FVP (≥ 3) | FVP / floor (≤ 1.5 at 16384) | SB3 step / trpo_step (≥ 3) "
               "| SB3 setup / setup | SB3 CG15 / CG15 | SB3 critic / critic | FVP GFLOP/s | SB3 vs ours FVP rel. diff |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -685,7 +808,7 @@ def render_markdown(result: dict) -> str:
               ", ".join(f"{row['batch']}/{row['dtype']}: {row['trpo_step_status']} at try {row['trpo_step_accepted_index']}"
                         for row in result["policy"]) + ".", ""]
     if result.get("rollout"):
-        lines += ["### Rollout, one env (steps/s, median)", "",
+        lines += ["### Rollout, one env (steps/s, median)", "", machine_short(m), "",
                   "| env | env.step alone | trpo_ref policy + env | SB3-contrib collect_rollouts | ours / SB3 (≥ 5 on CartPole) "
                   "| our policy overhead (µs/step) | SB3 overhead (µs/step) |", "|---|---|---|---|---|---|---|"]
         for r in result["rollout"]:
@@ -702,14 +825,14 @@ def render_markdown(result: dict) -> str:
     ti = result.get("train_iteration")
     if ti:
         ratio = ti["sb3_iteration"]["median_s"] / ti["ours_iteration"]["median_s"] if "sb3_iteration" in ti else None
-        lines += ["### One whole training iteration, CartPole-v1, 2048 steps (s, median, setup included)", "",
+        lines += ["### One whole training iteration, CartPole-v1, 2048 steps (s, median, setup included)", "", machine_short(m), "",
                   "| trpo_ref `train` | SB3-contrib `learn` | SB3 / ours |", "|---|---|---|",
                   f"| {ti['ours_iteration']['median_s']:.3f} | "
                   f"{ti['sb3_iteration']['median_s'] if 'sb3_iteration' in ti else float('nan'):.3f} | {_x(ratio)} |", ""]
     mem = result.get("memory")
     if mem:
         ratio = mem["ours_train_mib"] / mem["sb3_train_mib"] if "sb3_train_mib" in mem else None
-        lines += ["### Peak memory, CartPole-v1 training run (MiB, max RSS)", "",
+        lines += ["### Peak memory, CartPole-v1 training run (MiB, max RSS)", "", machine_short(m), "",
                   "| | training run | imports only |", "|---|---|---|",
                   f"| trpo_ref | {mem['ours_train_mib']:.0f} | {mem['ours_import_mib']:.0f} |",
                   f"| SB3-contrib | {mem.get('sb3_train_mib', float('nan')):.0f} | {mem.get('sb3_import_mib', float('nan')):.0f} |",
@@ -721,6 +844,34 @@ def render_markdown(result: dict) -> str:
     if result.get("plot"):
         lines += [f"![FVP times]({result['plot']})", ""]
     return "\n".join(lines)
+
+
+def _spread(r: dict) -> str:
+    return f"{r['median']:.2f} ({r['p25']:.2f}–{r['p75']:.2f})"
+
+
+def render_jax(result: dict) -> list:
+    """The FVP-vs-JAX table (issue 14): times and rep-by-rep ratios with their spread."""
+    m = result["machine"]
+    rows = result["jax"]
+    lines = ["### FVP against JAX's jitted linearised Gauss–Newton product (ms, median; ratios rep by rep)", "",
+             machine_line(m) + f" JAX {m.get('jax')} (XLA CPU), same CPU.", "",
+             "| kind | batch | dtype | ours | JAX marginal (in a jitted loop) | JAX jitted call | matmul floor "
+             "| **ours / JAX marginal** (≤ 1) | ours / JAX call | ours / floor | JAX marginal / floor | rel. diff |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ok = " ✅" if r["ours_over_jax_marginal"]["median"] <= 1 else " ❌"
+        lines.append(f"| {r['kind']} | {r['batch']} | {r['dtype']} | {_ms(r, 'fvp')} | {_ms(r, 'jax_marginal')} | "
+                     f"{_ms(r, 'jax_call')} | {_ms(r, 'matmul_floor')} | {_spread(r['ours_over_jax_marginal'])}{ok} | "
+                     f"{_spread(r['ours_over_jax_call'])} | {_spread(r['ours_over_floor'])} | "
+                     f"{_spread(r['jax_marginal_over_floor'])} | {r['rel_diff']:.1e} |")
+    k = rows[0]["loop_k"]
+    lines += ["", f"Ratios: median (25th–75th percentile) over {rows[0]['fvp']['reps']} repetitions of the rep-by-rep "
+              f"ratio; < 1 means ours is faster. JAX marginal = (loop of {k} products − loop of 1) / {k - 1}, "
+              "the product's cost once the forward pass is done (a CG loop inside `jit`); JAX call = "
+              "`jit(fvp)(θ, obs, v)` with the linearisation inside. Ours: `FisherOperator` product, forward pass "
+              "at construction. rel. diff = ‖ours − JAX‖ / ‖ours‖ on the same θ, batch and v.", ""]
+    return lines
 
 
 def plot(result: dict, path: Path) -> bool:
@@ -754,10 +905,27 @@ def plot(result: dict, path: Path) -> bool:
 # --------------------------------------------------------------------- main
 def run(batches=(2048, 16384), dtypes=("float32", "float64"), reps=20, warmup=2, with_sb3=True,
         rollout_envs=("CartPole-v1", "Hopper-v5"), rollout_steps=2000, memory_iters=5, memory_steps=2048,
-        profile=True, threads="1", train_iteration=True) -> dict:
+        profile=True, threads="1", train_iteration=True, with_jax=True, jax_kinds=("gaussian", "categorical"),
+        only_jax=False) -> dict:
     """The whole benchmark as a dict (what ``--out`` writes)."""
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "reps": reps, "warmup": warmup,
-              "machine": machine_info(threads), "policy": [], "rollout": []}
+              "machine": machine_info(threads), "policy": [], "rollout": [], "jax": []}
+    from jax_fvp import jax_available
+
+    if with_jax and jax_available():
+        for kind in jax_kinds:
+            for b in batches:
+                for dt in dtypes:
+                    row = bench_fvp_vs_jax(b, dt, kind, reps, warmup)
+                    result["jax"].append(row)
+                    r = row["ours_over_jax_marginal"]
+                    print(f"jax {kind} {b} {dt}: ours/JAX marginal {r['median']:.2f} ({r['p25']:.2f}-{r['p75']:.2f}), "
+                          f"ours/JAX call {row['ours_over_jax_call']['median']:.2f}, rel diff {row['rel_diff']:.1e}",
+                          flush=True)
+    elif with_jax:
+        print("jax: not installed (pip install -e '.[jax]'); the JAX table is left out", flush=True)
+    if only_jax:
+        return result
     for b in batches:
         for dt in dtypes:
             row = bench_policy(b, dt, reps, warmup, with_sb3, int(threads))
@@ -784,23 +952,61 @@ def run(batches=(2048, 16384), dtypes=("float32", "float64"), reps=20, warmup=2,
     return result
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes and few reps (smoke test)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes and few reps (smoke test); writes to a temporary directory, never into docs/")
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", default="1", help="BLAS / torch threads (default 1)")
+    p.add_argument("--cpu", default=None,
+                   help="CPU to pin the process to (default with one thread: the last allowed CPU; 'none': no pinning)")
+    p.add_argument("--keep-coretype", action="store_true",
+                   help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE from the environment (default: removed)")
     p.add_argument("--no-sb3", action="store_true")
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "perf.json")
-    p.add_argument("--md", type=Path, default=ROOT / "docs" / "performance.md")
-    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "perf_fvp.png")
+    p.add_argument("--no-jax", action="store_true")
+    p.add_argument("--only-jax", action="store_true", help="only the FVP-vs-JAX table")
+    p.add_argument("--out", type=Path, default=None, help="JSON (default docs/perf.json; --quick: a temp dir)")
+    p.add_argument("--md", type=Path, default=None, help="Markdown (default docs/performance.md; --quick: a temp dir)")
+    p.add_argument("--plot", type=Path, default=None, help="PNG (default docs/img/perf_fvp.png; --quick: a temp dir)")
     args = p.parse_args(argv)
+    docs = ROOT / "docs"
+    if args.quick:
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp(prefix="trpo_ref_bench_quick_"))
+        defaults = {"out": tmp / "perf.json", "md": tmp / "performance.md", "plot": tmp / "img" / "perf_fvp.png"}
+        for name in defaults:
+            if getattr(args, name) is not None and _inside(getattr(args, name), docs):
+                p.error(f"--quick never writes into docs/ (got --{name} {getattr(args, name)})")
+    else:
+        defaults = {"out": docs / "perf.json", "md": docs / "performance.md", "plot": docs / "img" / "perf_fvp.png"}
+    for name, path in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, path)
     if args.quick:
         result = run(batches=(64,), dtypes=("float64",), reps=3, warmup=1, with_sb3=not args.no_sb3,
                      rollout_envs=("CartPole-v1",), rollout_steps=50, memory_iters=0, profile=False,
-                     threads=args.threads, train_iteration=False)
+                     threads=args.threads, train_iteration=False, with_jax=not args.no_jax, jax_kinds=("gaussian",),
+                     only_jax=args.only_jax)
     else:
-        result = run(reps=args.reps, warmup=args.warmup, with_sb3=not args.no_sb3, threads=args.threads)
+        result = run(reps=args.reps, warmup=args.warmup, with_sb3=not args.no_sb3, threads=args.threads,
+                     with_jax=not args.no_jax, only_jax=args.only_jax)
+    if args.only_jax:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1, default=str))
+        write_marked_block(args.md, "bench-jax", "\n".join(render_jax(result)) if result["jax"] else "JAX not installed.",
+                           "# Performance")
+        print(f"wrote {args.out} and {args.md}")
+        return 0
     if plot(result, args.plot):
         result["plot"] = os.path.relpath(args.plot, args.md.parent)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,14 +16,14 @@ Two settings, the same four update rules:
    were sampled, so the differences between rules are the rules' own.  The
    performance η(π) and the step's KL are computed exactly after every update.
 
-   * ``vpg``: ``trpo_step`` with ``TRPOConfig(method="vpg", step_size=ε)``: θ += ε g.
-   * ``npg``: ``method="npg"``: θ += ε x, x ≈ (F + λI)⁻¹ g.
+   * ``vpg``: ``trpo_step`` with ``TRPOConfig(method="vpg", step_size=κ)``: θ += κ g.
+   * ``npg``: ``method="npg"``: θ += κ x, x ≈ (F + λ_d I)⁻¹ g.
    * ``penalty``: :func:`trpo_ref.tabular.penalized_step` with the theorem's
      C = 4εγ/(1−γ)²: the exact maximiser of L_π(π̃) − C·D_KL^max over the logits
      table (no sampling at all: the most favourable case for the penalty).
-   * ``trpo``: ``trpo_step`` with the paper's defaults (δ = 0.01) except
+   * ``trpo``: ``trpo_step`` with the ``paper`` preset (δ = 0.01) except
      ``cg_damping=1e-3`` (with one-hot states the Fisher's entries are about
-     π(1 − π)/S ≈ 0.01, and the paper's 0.1 damping would dominate them).
+     π(1 − π)/S ≈ 0.01, and the preset's 0.1 damping, a project choice, would dominate them).
 
 2. **CartPole-v1** with a small self-contained loop (8 gymnasium envs, 2048
    steps per iteration, GAE γ = 0.99, λ = 0.97, a (32, 32) tanh policy and
@@ -149,12 +149,12 @@ def max_drawdown(curve) -> float:
 
 TABULAR_RULES = {
     # label: config (None = the exact penalty step)
-    "vpg ε=10": TRPOConfig(method="vpg", step_size=10.0),
-    "vpg ε=100": TRPOConfig(method="vpg", step_size=100.0),
-    "vpg ε=1000": TRPOConfig(method="vpg", step_size=1000.0),
-    "npg ε=1": TRPOConfig(method="npg", step_size=1.0, cg_damping=1e-3),
-    "npg ε=10": TRPOConfig(method="npg", step_size=10.0, cg_damping=1e-3),
-    "npg ε=100": TRPOConfig(method="npg", step_size=100.0, cg_damping=1e-3),
+    "vpg κ=10": TRPOConfig(method="vpg", step_size=10.0),
+    "vpg κ=100": TRPOConfig(method="vpg", step_size=100.0),
+    "vpg κ=1000": TRPOConfig(method="vpg", step_size=1000.0),
+    "npg κ=1": TRPOConfig(method="npg", step_size=1.0, cg_damping=1e-3),
+    "npg κ=10": TRPOConfig(method="npg", step_size=10.0, cg_damping=1e-3),
+    "npg κ=100": TRPOConfig(method="npg", step_size=100.0, cg_damping=1e-3),
     "penalty (theory C)": None,
     "trpo δ=0.01": TRPOConfig(cg_damping=1e-3),
 }
@@ -238,10 +238,10 @@ def run_cartpole(rule: str, config: TRPOConfig, seed: int, iters: int, n_envs: i
 
 
 CARTPOLE_RULES = {
-    "vpg ε=0.3": ("vpg", TRPOConfig(method="vpg", step_size=0.3, normalize_adv=True)),
-    "vpg ε=10": ("vpg", TRPOConfig(method="vpg", step_size=10.0, normalize_adv=True)),
-    "npg ε=0.5": ("npg", TRPOConfig(method="npg", step_size=0.5, normalize_adv=True)),
-    "npg ε=3": ("npg", TRPOConfig(method="npg", step_size=3.0, normalize_adv=True)),
+    "vpg κ=0.3": ("vpg", TRPOConfig(method="vpg", step_size=0.3, normalize_adv=True)),
+    "vpg κ=10": ("vpg", TRPOConfig(method="vpg", step_size=10.0, normalize_adv=True)),
+    "npg κ=0.5": ("npg", TRPOConfig(method="npg", step_size=0.5, normalize_adv=True)),
+    "npg κ=3": ("npg", TRPOConfig(method="npg", step_size=3.0, normalize_adv=True)),
     "penalty (theory C)": ("penalty", TRPOConfig(method="npg", normalize_adv=True)),
     "trpo δ=0.01": ("trpo", TRPOConfig(normalize_adv=True)),
 }
@@ -393,6 +393,7 @@ def plot_cartpole(results: dict, path: Path) -> None:
     axk.set_title("KL(π_old ‖ π_new) of each update (dotted: δ = 0.01)")
     axk.set_xlabel("iteration")
     axk.grid(alpha=0.3)
+    axk.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -42,8 +42,9 @@ def trained_run(tmp_path_factory):
 # ----------------------------------------------------------------------- help
 @pytest.mark.parametrize("command, options", [
     ("train", ["--seed", "--total-steps", "--preset", "--n-envs", "--n-steps", "--async", "--device", "--dtype",
-               "--config", "--out", "--resume", "--quiet", "--threads", "--no-plot"]),
-    ("eval", ["--episodes", "--deterministic", "--seed"]),
+               "--config", "--out", "--resume", "--quiet", "--threads", "--no-plot", "--eval-freq",
+               "--eval-episodes", "--eval-stochastic", "--tensorboard-log"]),
+    ("eval", ["--episodes", "--deterministic", "--seed", "--best"]),
     ("plot", ["--output"]),
 ])
 def test_help__explains_every_option(command, options, capsys):
@@ -87,8 +88,9 @@ def test_train__bad_config_file(capsys, tmp_path):
     _one_line_error(*_run(["train", "CartPole-v1", "--config", str(unknown)], capsys), "max_kll")
 
 
-def test_train__resume_without_checkpoint(capsys, tmp_path):
-    _one_line_error(*_run(["train", "CartPole-v1", "--resume", "--out", str(tmp_path)], capsys), "checkpoint")
+def test_train__resume_of_a_directory_without_a_run(capsys, tmp_path):
+    _one_line_error(*_run(["train", "CartPole-v1", "--resume", "--out", str(tmp_path)], capsys), "no trpo_ref run",
+                    "config.json")
 
 
 def test_train__resume_with_changed_option_and_fresh_start_in_used_dir(trained_run, capsys):
@@ -237,11 +239,18 @@ def test_missing_entries_name_the_file_and_the_entry(capsys, tmp_path):
 
     with np.load(d / "checkpoint.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
+    (d / "checkpoint.prev.npz").unlink(missing_ok=True)  # no fallback: the error is reported
     np.savez(d / "checkpoint.npz", **{k: v for k, v in arrays.items() if k != "meta"})
     _one_line_error(*_run(["train", "CartPole-v1", "--resume", "--out", str(d)], capsys), "checkpoint.npz",
                     "missing entry 'meta'")
-    rollout_key = next(k for k in arrays if k not in ("meta", "theta", "w") and not k.startswith("adam/"))
-    np.savez(d / "checkpoint.npz", **{k: v for k, v in arrays.items() if k != rollout_key})
+    rollout_key = next(k for k in arrays if k not in ("meta", "theta", "w", "checksum") and not k.startswith("adam/"))
+    np.savez(d / "checkpoint.npz", **{k: v for k, v in arrays.items() if k not in (rollout_key, "checksum")})
+    _one_line_error(*_run(["train", "CartPole-v1", "--resume", "--out", str(d)], capsys), "checkpoint.npz",
+                    "missing entry 'checksum'")
+    meta = json.loads(str(arrays["meta"]))
+    meta["format"] = 1  # a format-1 checkpoint has no checksum: the missing entry itself is reported
+    np.savez(d / "checkpoint.npz", **{k: v for k, v in arrays.items() if k not in (rollout_key, "checksum", "meta")},
+             meta=np.array(json.dumps(meta)))
     _one_line_error(*_run(["train", "CartPole-v1", "--resume", "--out", str(d)], capsys), "checkpoint.npz",
                     "missing entry")
 

@@ -8,8 +8,12 @@ Convention (stated for authors at the top of docs/index.md):
   working directory set to a fresh temporary directory for that file, so a
   later block may use the names an earlier one defined and files it wrote.
 * A block is skipped when the nearest non-blank line above its opening fence is
-  the HTML comment ``<!-- no-test -->`` or when its first line is
-  ``# doctest: skip``.  Skipped blocks keep their number, so test ids are stable.
+  the HTML comment ``<!-- no-test -->`` or when its first line is the comment
+  ``# doctest: skip``.  Either marker may carry a reason after it
+  (``<!-- no-test: needs a GPU -->``, ``# doctest: skip  (the research record)``),
+  and is matched case-insensitively with any spacing (``#doctest:SKIP``,
+  ``# doctest: +SKIP``); the reason is shown in the skip message.  Skipped
+  blocks keep their number, so test ids are stable.
 * Each block is one test, with id ``<file>::block<k>`` (k counts the file's
   python blocks from 1), e.g. ``docs/math.md::block3``.  Running one block
   alone first runs the earlier blocks of its file.
@@ -45,6 +49,21 @@ RUN_LANGS = ("python", "py")
 
 SKIP_COMMENT = "<!-- no-test -->"
 SKIP_FIRST_LINE = "# doctest: skip"
+
+#: ``<!-- no-test -->``, optionally with a reason: ``<!-- no-test: needs SB3 -->``.
+_SKIP_COMMENT_RE = re.compile(r"^<!--\s*no-test\b[\s:\-–—]*(?P<reason>.*?)\s*-->$", re.I)
+#: ``# doctest: skip`` (or ``+SKIP``), optionally followed by a reason.
+_SKIP_FIRST_LINE_RE = re.compile(r"^#\s*doctest\s*:\s*\+?skip\b[\s:\-–—]*(?P<reason>.*)$", re.I)
+
+
+def skip_reason(line_above: str, first_line: str) -> str | None:
+    """Why a block is skipped (None: it runs), from the line above its fence and its first line."""
+    for regex, line, marker in ((_SKIP_COMMENT_RE, line_above, SKIP_COMMENT), (_SKIP_FIRST_LINE_RE, first_line, SKIP_FIRST_LINE)):
+        m = regex.match(line.strip())
+        if m:
+            why = m.group("reason").strip().strip("()").strip()
+            return f"marked {marker}" + (f": {why}" if why else "")
+    return None
 
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)[^`]*$")
 
@@ -94,11 +113,7 @@ def parse_blocks(text: str, path: Path = Path("<string>")) -> list[Block]:
             n_python += 1
             indent = len(m.group("indent"))
             code = "\n".join(ln[indent:] if ln[:indent].strip() == "" else ln for ln in body) + "\n"
-            reason = None
-            if last_nonblank == SKIP_COMMENT:
-                reason = f"marked {SKIP_COMMENT}"
-            elif body and body[0].strip() == SKIP_FIRST_LINE:
-                reason = f"first line is {SKIP_FIRST_LINE!r}"
+            reason = skip_reason(last_nonblank, body[0] if body else "")
             blocks.append(Block(path, n_python, i + 2, code, reason))
         last_nonblank = lines[j].strip() if j < len(lines) else ""
         i = j + 1
@@ -237,6 +252,29 @@ def test_parse_blocks__finds_python_blocks_and_honours_skip_markers():
     assert not any("rm -rf" in b.code for b in blocks)
 
 
+@pytest.mark.parametrize("above, first, expected", [
+    ("<!-- no-test -->", "x = 1", "marked <!-- no-test -->"),
+    ("<!--no-test-->", "x = 1", "marked <!-- no-test -->"),
+    ("<!-- no-test: needs stable_baselines3 -->", "x = 1", "marked <!-- no-test -->: needs stable_baselines3"),
+    ("<!-- NO-TEST (GPU only) -->", "x = 1", "marked <!-- no-test -->: GPU only"),
+    ("prose", "# doctest: skip", "marked # doctest: skip"),
+    ("prose", "# doctest: skip  (documentation only: the research record)",
+     "marked # doctest: skip: documentation only: the research record"),
+    ("prose", "#doctest:SKIP", "marked # doctest: skip"),
+    ("prose", "# doctest: +SKIP", "marked # doctest: skip"),
+    ("prose", "   # Doctest: skip - slow", "marked # doctest: skip: slow"),
+    ("prose", "# doctest: skipped", None),            # another word, not the marker
+    ("prose", "x = 1  # doctest: skip", None),        # the marker must open the block
+    ("<!-- no-testing -->", "x = 1", None),
+    ("<!-- no-test --> trailing prose", "x = 1", None),
+])
+def test_skip_reason__recognises_markers_with_reasons_and_nothing_else(above, first, expected):
+    assert skip_reason(above, first) == expected
+    text = f"{above}\n```python\n{first}\n```\n"
+    (block,) = parse_blocks(text)
+    assert block.skip_reason == expected
+
+
 def test_parse_blocks__unclosed_fence_runs_to_end_and_skip_comment_must_be_adjacent():
     text = "<!-- no-test -->\n\nprose\n\n```python\na = 1\n"
     (block,) = parse_blocks(text)
@@ -265,7 +303,7 @@ def test_docs__have_executable_blocks():
     """The collector finds the docs' examples (a parser regression would find none)."""
     counts = {_rel(p): sum(b.skip_reason is None for b in parse_blocks(p.read_text(encoding="utf-8"), p))
               for p in doc_files()}
-    for name in ("docs/index.md", "docs/math.md", "docs/theory.md", "docs/architecture.md"):
+    for name in ("docs/index.md", "docs/math.md", "docs/theory.md", "docs/architecture.md", "docs/derivations.md"):
         assert counts.get(name, 0) >= 1, f"{name} has no executable python block ({counts})"
 
 

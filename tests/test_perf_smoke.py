@@ -93,3 +93,51 @@ def test_bench_gpu__runs_on_cpu_tiny():
     assert "error" not in row, row
     assert row["fvp_flop_per_s"] > 0 and res["matmul_flop_per_s"]["float64"] > 0
     assert "| 64 | 8 | float64 |" in bench_gpu.render(res)
+
+
+def _docs_state():
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    return {p: p.stat().st_mtime_ns for p in docs.rglob("*") if p.is_file()}
+
+
+def test_bench_quick__writes_to_a_temp_dir_never_docs(bench, capsys):
+    # issue 14: a --quick run must not overwrite the committed tables
+    before = _docs_state()
+    assert bench.main(["--quick", "--no-sb3", "--no-jax", "--only-jax"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote " in out and "/docs/" not in out.split("wrote ", 1)[1]
+    assert _docs_state() == before
+    with pytest.raises(SystemExit):  # asking --quick to write into docs/ is refused
+        bench.main(["--quick", "--no-sb3", "--no-jax", "--only-jax", "--md", str(SCRIPTS.parent / "docs" / "x.md")])
+    assert _docs_state() == before
+
+
+def test_machine_line__names_cpu_and_blas_kernel(bench):
+    m = bench.machine_info("1")
+    line = bench.machine_line(m)
+    assert m["cpu"] in line and "BLAS" in line and "thread" in line
+    pools = m["threadpool"] if isinstance(m["threadpool"], list) else []
+    for p in pools:
+        assert str(p["architecture"]) in line  # the kernel OpenBLAS chose, e.g. SkylakeX or Haswell
+
+
+def test_jax_fvp__equals_ours_on_the_same_weights(bench):
+    pytest.importorskip("jax", reason="JAX (the 'jax' extra) is not installed")
+    jax_fvp = _load("jax_fvp")
+    for kind in ("gaussian", "categorical"):
+        pi, theta, batch, _ = bench.make_problem(32, "float64", kind=kind)
+        v = np.random.default_rng(3).standard_normal(pi.num_params)
+        jx = jax_fvp.make_jax_fvp(pi, theta, batch.obs, 0.1, loop_k=2)
+        ours = pi.fisher_vector_product(theta, batch.obs, v, damping=0.1)
+        # float64, the same sums in other orders (XLA vs BLAS): rounding level
+        np.testing.assert_allclose(jx["call"](jx["to_device"](v)), ours, rtol=1e-10, atol=1e-12)
+        jx["loop"](2)
+
+
+def test_bench_scale__quick_point_and_slope():
+    scale = _load("bench_scale")
+    r = scale.measure_point(300, "float64", "fvp", budget_s=0.05, max_reps=3)
+    assert r["median_s"] > 0 and r["rss_peak_mib"] >= r["rss_before_mib"] > 0
+    assert 0 < r["temporaries_blocked_mib"] <= r["temporaries_unblocked_mib"] + 0.05
+    pts = [{"n": n, "median_s": 1e-6 * n} for n in (10_000, 100_000, 1_000_000)]
+    assert scale.slope(pts) == pytest.approx(1.0)

@@ -152,6 +152,19 @@ def test_fisher_vector_product__matches_dense_jacobian_oracle(xb, case):
     assert record_fd(f"FVP vs dense JᵀMJ oracle ({pi.kind})", fv, dense_fisher(pi, theta, obs) @ v) < FD_RTOL
 
 
+@given(case=policy_cases(), data=st.data())
+def test_fisher_operator__any_block_size_matches_dense_jacobian_oracle(case, data):
+    # The NumPy path sums over the batch in blocks (each block's metric rows sliced
+    # from the cached σ or softmax); every block size, including 1 and more than N,
+    # must give the same (F + λI)v as the dense oracle.
+    pi, theta, obs, _, _, rng = case
+    block_rows = data.draw(st.integers(1, obs.shape[0] + 2), label="block_rows")
+    v = rng.standard_normal(theta.size)
+    fv = tr.FisherOperator(pi, theta, obs, damping=0.1, block_rows=block_rows)(v)
+    expected = dense_fisher(pi, theta, obs) @ v + 0.1 * v
+    assert record_fd(f"blocked FVP vs dense JᵀMJ oracle ({pi.kind})", fv, expected) < FD_RTOL
+
+
 @given(case=policy_cases(kinds=("categorical",)))
 def test_fisher_vector_product__categorical_equals_score_function_fisher(xb, case):
     pi, theta, obs, _, _, rng = case

@@ -320,7 +320,8 @@ def test_ci_test_command__installs_torch_and_sb3_contrib_so_the_sb3_replay_runs(
     run = (ROOT / ".ci" / "run").read_text()
     command = 'python -m pip install -e ".[test,torch,interop]" && python -m pytest'
     assert command in run and command in (ROOT / "README.md").read_text()
-    installed = extras["test"] + extras["torch"] + extras["interop"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    installed = project["dependencies"] + extras["test"] + extras["torch"] + extras["interop"]
     assert "torch==2.13.0" in installed
     assert any(req.startswith("sb3-contrib") for req in installed)  # else tests/test_sb3_replay.py skips
     assert any(req.startswith("pyyaml") for req in installed)       # YAML configs of trpo-ref --config

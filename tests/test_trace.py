@@ -426,7 +426,7 @@ def test_planted_bug__fvp_of_zero_shows_first_in_the_first_fisher_product():
     # and CG only sees the damping λv.
     policy, theta, batch = small_case()
     cfg = TRPOConfig.preset("paper")
-    policy.fisher_operator = lambda th, obs, damping=0.0: (lambda v: 0.0 * v)
+    policy.fisher_operator = lambda th, obs, damping=0.0, **kw: (lambda v: 0.0 * v)
     buggy = compute_trace(policy, theta, batch, cfg)
     del policy.fisher_operator
     np.testing.assert_allclose(buggy["fisher_Fv"][0], cfg.cg_damping * buggy["fisher_v"][0], rtol=1e-15)
@@ -449,8 +449,8 @@ def test_planted_bug__damping_missing_from_the_step_size_shows_first_in_Fx(monke
         after_cg["flag"] = True
         return res
 
-    def fisher_operator(th, obs, damping=0.0):
-        op = real_op(policy, th, obs)
+    def fisher_operator(th, obs, damping=0.0, **kw):
+        op = real_op(policy, th, obs, **kw)
         return lambda v: op(v) - cfg.cg_damping * v if after_cg["flag"] else op(v)
 
     monkeypatch.setattr(trpo_mod, "conjugate_gradient", cg_then_flag)
@@ -503,21 +503,23 @@ def test_planted_bug__log_std_not_updated_shows_first_in_theta_new_at_log_std():
     assert "log_std" in names
 
 
-def test_planted_bug__log_std_left_out_of_the_parameters_shows_first_in_g_at_log_std():
+def test_planted_bug__log_std_left_out_of_the_parameters_shows_first_in_g_at_log_std(monkeypatch):
     # The other form of the same bug: log σ is not a parameter, so its gradient is missing.
+    from trpo_ref.policy import PolicyAt
+
     policy, theta, batch = small_case()
     cfg = TRPOConfig.preset("paper")
-    real = type(policy).surrogate_grad
+    real = PolicyAt.surrogate_grad
     n_mlp = policy.mlp.num_params
 
-    def no_log_std(th, *a):
-        g = np.array(real(policy, th, *a))
+    def no_log_std(self, *a):
+        g = np.array(real(self, *a))
         g[n_mlp:] = 0.0
         return g
 
-    policy.surrogate_grad = no_log_std
+    monkeypatch.setattr(PolicyAt, "surrogate_grad", no_log_std)
     buggy = compute_trace(policy, theta, batch, cfg)
-    del policy.surrogate_grad
+    monkeypatch.undo()
     row, _ = first_failure(buggy)
     assert row.name == "g" and row.where.startswith("log_std[")
 
@@ -625,3 +627,11 @@ def test_cli_trace_check__usage_errors_are_one_line(argv, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"trpo-ref {argv[0]}: error:"), err
+
+
+def test_save__creates_the_file_with_the_usual_mode(tmp_path):
+    # Through fileio.atomic_savez: the mode open() gives (0644 under umask 022), not mkstemp's 0600.
+    from trpo_ref.fileio import default_file_mode
+
+    path = trace_of().save(tmp_path / "t.npz")
+    assert (path.stat().st_mode & 0o777) == default_file_mode()

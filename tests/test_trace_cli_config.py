@@ -26,13 +26,18 @@ def test_config_from_file__json_and_yaml_on_top_of_a_base(tmp_path):
     for name in ("c.json", "c.yaml", "c.conf"):
         assert config_from_file(tmp_path / name, TRPOConfig.preset("tianshou")) == want
     assert config_from_file(tmp_path / "c.json") == TRPOConfig(max_kl=0.05, kl_strict=True)
+    # YAML 1.2 numbers (1e-3 is a float) and a run's config.json layout ({"trpo": {...}, "train": ...})
+    (tmp_path / "e.yaml").write_text("cg_damping: 1e-3\n")
+    assert config_from_file(tmp_path / "e.yaml").cg_damping == 1e-3
+    (tmp_path / "run.json").write_text(json.dumps({"train": {"seed": 3}, "trpo": TRPOConfig(max_kl=0.02).to_dict()}))
+    assert config_from_file(tmp_path / "run.json") == TRPOConfig(max_kl=0.02)
 
 
 @pytest.mark.parametrize("text, message", [
     ('{"max_k": 1}', r"unknown TRPOConfig fields \['max_k'\]"),
     ('{"max_kl": -1}', r"TRPOConfig.max_kl must be > 0"),
     ("[1, 2]", "expected a mapping of TRPOConfig fields, got list"),
-    ("{not json", "not JSON"),
+    ("{not json", "is not valid JSON"),
 ])
 def test_cli__bad_config_file_exits_2_with_one_line(tmp_path, capsys, text, message):
     path = tmp_path / "c.json"

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trpo_ref.trpo import TRPOConfig
 from trpo_ref.train import (PROGRESS_COLUMNS, WALL_CLOCK_COLUMNS, TrainConfig, build_configs, load_policy,
                             read_progress, train)
 
@@ -154,19 +155,20 @@ def test_progress__undefined_explained_variance_is_an_empty_cell(tmp_path, monke
     assert read_progress(tmp_path / "progress.csv")[0]["explained_variance"] == ""
 
 
-def test_truncate__rewrites_through_a_temporary_file_and_os_replace(tmp_path, monkeypatch):
-    from trpo_ref.train import _truncate_episodes, _truncate_progress
+def test_trim__rewrites_through_a_temporary_file_and_os_replace(tmp_path, monkeypatch):
+    from trpo_ref.rundir import CSVLog
 
-    p, e = tmp_path / "progress.csv", tmp_path / "episodes.csv"
-    p.write_text("iteration,x\n1,a\n2,b\n")
-    e.write_text("iteration,total_steps,return,length\n1,64,1.0,3\n2,128,2.0,4\n3,19")
+    p = CSVLog(tmp_path / "progress.csv", ("iteration", "x"), one_row_per_iteration=True)
+    e = CSVLog(tmp_path / "episodes.csv", ("iteration", "total_steps", "return", "length"), False)
+    p.path.write_text("iteration,x\n1,a\n2,b\n")
+    e.path.write_text("iteration,total_steps,return,length\n1,64,1.0,3\n2,128,2.0,4\n3,19")
     replaced, real = [], os.replace
     monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append(Path(b)), real(a, b)))
-    _truncate_progress(p, 1)
-    _truncate_episodes(e, 1)
-    assert replaced == [p, e]  # a kill mid-write leaves the old file, never a half-written one
-    assert p.read_text() == "iteration,x\n1,a\n"
-    assert e.read_text() == "iteration,total_steps,return,length\n1,64,1.0,3\n"
+    p.replace(p.trimmed(1))
+    e.replace(e.trimmed(1))
+    assert replaced == [p.path, e.path]  # a kill mid-write leaves the old file, never a half-written one
+    assert p.path.read_text() == "iteration,x\n1,a\n"
+    assert e.path.read_text() == "iteration,total_steps,return,length\n1,64,1.0,3\n"
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -191,3 +193,60 @@ def test_train__failed_setup_leaves_no_directory(tmp_path, monkeypatch):
 def test_build_configs__wrong_types_are_valueerrors_naming_the_field(kw, needle):
     with pytest.raises(ValueError, match=needle):
         build_configs("CartPole-v1", "sb3-contrib", kw)
+
+
+# ------------------------------------------------------------- the loop apart from files
+def test_iterate__writes_no_files_and_yields_the_rows_train_logs(tmp_path, monkeypatch):
+    from trpo_ref.train import iterate
+
+    cfg, tc = _cfg("CartPole-v1", n_envs=2, n_steps=32, total_steps=192)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    recs = list(iterate(cfg, tc))
+    assert list(work.iterdir()) == []  # no run directory, no file
+    assert [r.row["iteration"] for r in recs] == [1, 2, 3]
+    assert recs[-1].trainer.rollout.envs.closed  # the generator closed its environments
+    train(cfg, tc, tmp_path / "run", quiet=True, plot=False)
+    logged = _rows(tmp_path / "run")
+    yielded = [{k: ("" if v == "" else (repr(v) if isinstance(v, float) else str(v))) for k, v in r.row.items()
+                if k not in WALL_CLOCK_COLUMNS} for r in recs]
+    assert yielded == logged  # train() is iterate() plus persistence: the same numbers, bit for bit
+    assert np.array_equal(recs[-1].trainer.theta, load_policy(tmp_path / "run" / "policy.npz")[1])
+
+
+def test_trainer__state_dict_round_trip_continues_exactly(tmp_path):
+    from trpo_ref.train import Trainer
+
+    cfg, tc = _cfg("Pendulum-v1", n_envs=2, n_steps=50, total_steps=400, normalize_obs=True, normalize_reward=True)
+    a = Trainer(cfg, tc)
+    rows_a = [a.step().row for _ in range(4)]
+    b = Trainer(cfg, tc)
+    b.step(), b.step()
+    meta, arrays = b.state_dict()
+    b.close()
+    c = Trainer(cfg, tc)
+    c.load_state_dict(json.loads(json.dumps(meta)), arrays)  # through JSON, as in a checkpoint
+    rows_c = [c.step().row for _ in range(2)]
+    drop = lambda r: {k: v for k, v in r.items() if k not in WALL_CLOCK_COLUMNS}  # noqa: E731
+    assert [drop(r) for r in rows_a[2:]] == [drop(r) for r in rows_c]
+    assert np.array_equal(a.theta, c.theta)
+    a.close(), c.close()
+
+
+def test_trainer__step_config_sets_each_update_from_its_batch():
+    import dataclasses
+
+    from trpo_ref.train import Trainer
+
+    cfg, _ = _cfg("CartPole-v1", n_envs=1, n_steps=32, total_steps=64)
+    seen = []
+
+    def npg_step(tc, batch):
+        seen.append(len(batch))
+        return dataclasses.replace(tc, method="npg", step_size=0.5)
+
+    t = Trainer(cfg, TRPOConfig(), step_config=npg_step)
+    rec = t.step()
+    t.close()
+    assert seen == [32] and rec.info.status == "fixed_step"  # the update ran with the returned config

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import trpo_ref as tr
 from oracles import dense_fisher
 from trpo_ref import backend
-from trpo_ref.trpo import PRESETS, Batch, TRPOConfig, normalize_advantages, step_size, trpo_step
+from trpo_ref.trpo import PRESETS, Batch, TRPOConfig, beta, normalize_advantages, trpo_step
 
 
 def _np(x):
@@ -39,11 +39,11 @@ def make_case(kind="gaussian", seed=0, n=64, obs_dim=3, out_dim=2, hidden=(8,)):
 
 
 # ------------------------------------------------------------ worked example
-def test_step_size__worked_example_by_hand():
+def test_beta__worked_example_by_hand():
     # xᵀ(F+λI)x = 8, δ = 0.01: β = sqrt(0.02 / 8) = 0.05
-    assert step_size(8.0, 0.01) == pytest.approx(0.05, rel=1e-15)
-    assert math.isnan(step_size(0.0, 0.01)) and math.isnan(step_size(-1.0, 0.01))
-    assert math.isnan(step_size(float("inf"), 0.01))
+    assert beta(8.0, 0.01) == pytest.approx(0.05, rel=1e-15)
+    assert math.isnan(beta(0.0, 0.01)) and math.isnan(beta(-1.0, 0.01))
+    assert math.isnan(beta(float("inf"), 0.01))
 
 
 def test_normalize_advantages__worked_example_by_hand():
@@ -183,7 +183,7 @@ def test_nonpositive_curvature__reported_not_nan():
     pi, theta, b, _ = make_case("gaussian", 9)
 
     class Broken(tr.GaussianMLPPolicy):
-        def fisher_operator(self, theta_p, obs_no, damping=0.0):
+        def fisher_operator(self, theta_p, obs_no, damping=0.0, **kw):
             return lambda v: -v  # negative definite "Fisher": pᵀAp < 0 at once
 
     broken = Broken(3, 2, (8,))
@@ -349,3 +349,41 @@ def test_numpy_scalar_hyperparameters__keep_a_float32_update_float32():
 def test_bad_config__more_fields_named(field, value):
     with pytest.raises(ValueError, match=f"TRPOConfig.{field}"):
         TRPOConfig(**{field: value})
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+def test_trpo_step__one_forward_pass_at_theta_old_and_one_per_try(kind, monkeypatch):
+    pi, theta, b, _ = make_case(kind, 21)
+    calls = []
+    real = type(pi.mlp).forward
+
+    def counting(self, th, obs):
+        calls.append(obs.shape[0])
+        return real(self, th, obs)
+
+    monkeypatch.setattr(type(pi.mlp), "forward", counting)
+    _, info = trpo_step(pi, theta, b, TRPOConfig(max_kl=0.05))
+    # θ_old once (g, surrogate, entropy and every Fisher product share it), then one per try
+    assert len(calls) == 1 + len(info.tries), (len(calls), len(info.tries))
+    calls.clear()
+    _, info = trpo_step(pi, theta, b, TRPOConfig(fisher_stride=2))
+    # a Fisher subset needs its own forward pass on those samples
+    assert len(calls) == 2 + len(info.tries) and sorted(calls)[0] == (len(b) + 1) // 2
+
+
+def test_policy_at__gives_the_policy_methods_bit_for_bit():
+    for kind in ("gaussian", "categorical"):
+        pi, theta, b, _ = make_case(kind, 22)
+        at = pi.at(theta, b.obs, b.act)
+        np.testing.assert_array_equal(at.log_prob(), pi.log_prob(theta, b.obs, b.act))
+        np.testing.assert_array_equal(at.surrogate(b.adv, b.logp_old), pi.surrogate(theta, b.obs, b.act, b.adv, b.logp_old))
+        np.testing.assert_array_equal(at.surrogate_grad(b.adv, b.logp_old),
+                                      pi.surrogate_grad(theta, b.obs, b.act, b.adv, b.logp_old))
+        np.testing.assert_array_equal(at.entropy(), pi.entropy(theta, b.obs))
+        np.testing.assert_array_equal(at.entropy_grad(), pi.entropy_grad(theta, b.obs))
+        theta2 = theta + 0.01 * np.random.default_rng(0).standard_normal(theta.shape)
+        for reverse in (False, True):
+            np.testing.assert_array_equal(pi.at(theta2, b.obs, b.act).kl(at, reverse),
+                                          pi.kl(theta, theta2, b.obs, reverse=reverse))
+        v = np.random.default_rng(1).standard_normal(pi.num_params)
+        np.testing.assert_array_equal(at.fisher_operator(0.1)(v), pi.fisher_operator(theta, b.obs, 0.1)(v))

@@ -7,7 +7,7 @@ from .advantages import discounted_returns, gae, td_residuals
 from .cg import CGResult, conjugate_gradient
 from .linesearch import LineSearchResult, LineSearchTry, backtracking_line_search
 from .policy import CategoricalMLPPolicy, FisherOperator, GaussianMLPPolicy, policy_from_spec
-from .trpo import PRESETS, Batch, StepInfo, TRPOConfig, normalize_advantages, step_size, trpo_step
+from .trpo import PRESETS, Batch, StepInfo, TRPOConfig, beta, normalize_advantages, trpo_step
 from .value import ValueFunction, explained_variance, fit_adam, fit_lbfgs
 
 __version__ = "0.1.0"
@@ -31,7 +31,7 @@ __all__ = [
     "PRESETS",
     "trpo_step",
     "normalize_advantages",
-    "step_size",
+    "beta",
     "ValueFunction",
     "fit_adam",
     "fit_lbfgs",

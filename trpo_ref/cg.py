@@ -7,9 +7,9 @@ This module knows nothing of policies: it takes a ``matvec`` callable.
 ======================================================================  ============================
 equation                                                                function
 ======================================================================  ============================
-:math:`\alpha_k = r_k^\top r_k / p_k^\top A p_k`,
-:math:`x_{k+1} = x_k + \alpha_k p_k`,
-:math:`r_{k+1} = r_k - \alpha_k A p_k`,
+:math:`\tau_k = r_k^\top r_k / p_k^\top A p_k`,
+:math:`x_{k+1} = x_k + \tau_k p_k`,
+:math:`r_{k+1} = r_k - \tau_k A p_k`,
 :math:`p_{k+1} = r_{k+1} + (r_{k+1}^\top r_{k+1} / r_k^\top r_k)\,p_k`   :func:`conjugate_gradient`
 ======================================================================  ============================
 
@@ -113,10 +113,16 @@ def conjugate_gradient(
 
     .. math::
 
-        \alpha_k = \frac{r_k^\top r_k}{p_k^\top A p_k},\quad
-        x_{k+1} = x_k + \alpha_k p_k,\quad
-        r_{k+1} = r_k - \alpha_k A p_k,\quad
-        p_{k+1} = r_{k+1} + \frac{r_{k+1}^\top r_{k+1}}{r_k^\top r_k}\, p_k .
+        \tau_k = \frac{r_k^\top r_k}{p_k^\top A p_k},\quad
+        x_{k+1} = x_k + \tau_k p_k,\quad
+        r_{k+1} = r_k - \tau_k A p_k,\quad
+        p_{k+1} = r_{k+1} + \omega_k p_k,\quad
+        \omega_k = \frac{r_{k+1}^\top r_{k+1}}{r_k^\top r_k} .
+
+    (Textbooks call :math:`\tau_k, \omega_k` α and β; here those letters are
+    the line search's shrink factor and TRPO's step length, so CG's
+    coefficients get their own.  The parameter ``alpha_eps`` keeps the
+    textbook name.)
 
     Parameters
     ----------
@@ -139,7 +145,7 @@ def conjugate_gradient(
     keep_iterates : bool, default False
         Keep :math:`x_1, \dots` in :attr:`CGResult.iterates`.
     alpha_eps : float, default 0
-        Added to the denominator of α: :math:`\alpha_k = r^\top r / (p^\top A p + \epsilon)`.
+        Added to the denominator of the step: :math:`\tau_k = r^\top r / (p^\top A p + \mathtt{eps})`.
         Zero (no hidden epsilon) unless asked for; Spinning Up's CG uses 1e-8,
         and its preset sets it so the replay is exact.
     check_initial : bool, default False
@@ -213,15 +219,15 @@ def conjugate_gradient(
         pAp_list.append(pAp)
         if not (math.isfinite(pAp) and pAp > 0.0):
             return result(False, True)
-        alpha = rr / (pAp + alpha_eps)        # α_k = rᵀr / pᵀAp
-        x_new = x + alpha * p                 # x_{k+1} = x_k + α_k p_k
-        r_new = r - alpha * Ap                # r_{k+1} = r_k − α_k A p_k
+        alpha = rr / (pAp + alpha_eps)        # τ_k = rᵀr / pᵀAp
+        x_new = x + alpha * p                 # x_{k+1} = x_k + τ_k p_k
+        r_new = r - alpha * Ap                # r_{k+1} = r_k − τ_k A p_k
         # r_{k+1}ᵀr_{k+1}, reported as NaN when x_{k+1} has a non-finite entry (one sync).
         rr_arr = xp.vecdot(r_new, r_new)
         rr_new = backend.to_float(xp.where(xp.all(xp.isfinite(x_new)), rr_arr, xp.full_like(rr_arr, math.nan)))
         if not math.isfinite(rr_new):
             return result(False, True)
-        p = r_new + (rr_new / rr) * p         # p_{k+1} = r_{k+1} + β_k p_k
+        p = r_new + (rr_new / rr) * p         # p_{k+1} = r_{k+1} + ω_k p_k
         x, r, rr = x_new, r_new, rr_new
         residual_norms.append(math.sqrt(rr))
         if iterates is not None:

@@ -8,6 +8,7 @@ and a non-zero exit (no traceback).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["main", "build_parser", "CLIError", "one_line_errors"]
@@ -33,10 +34,13 @@ def one_line_errors(parser: argparse.ArgumentParser, name: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered sub-command."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="trpo-ref",
         description="Trust Region Policy Optimization, reference implementation (NumPy/CuPy, hand-written derivatives).",
     )
+    parser.add_argument("--version", action="version", version=f"trpo-ref {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Registration hooks: each module adds its sub-commands with set_defaults(func=...).
     from . import commands
@@ -45,10 +49,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ClosedPipeSafe:
+    """stdout that stops writing, silently, once its reader has gone (``trpo-ref check … | head``).
+
+    The command then finishes and returns its own exit status: a closed pipe is
+    not an unusable input file (2).  The stream's descriptor is pointed at
+    /dev/null so that the interpreter's final flush does not complain either.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.closed_pipe = False
+
+    def _gone(self):
+        self.closed_pipe = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, text):
+        if self.closed_pipe:
+            return len(text)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self):
+        if self.closed_pipe:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``trpo-ref`` with ``argv``; returns the exit code (0 ok, 1 check failed, 2 usage/input error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    real_stdout = sys.stdout
+    sys.stdout = _ClosedPipeSafe(real_stdout)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout = real_stdout
+
+
+def _run(args) -> int:
     try:
         rc = args.func(args)
     except CLIError as exc:

@@ -247,7 +247,7 @@ class DiagGaussian:
 
     @staticmethod
     def sample(mean_na, log_std_a, rng=None):
-        r"""Draw one action per row: μ + σ ε with ε ~ N(0, I) drawn on the host.
+        r"""Draw one action per row: μ + σ ξ with ξ ~ N(0, I) drawn on the host.
 
         Parameters
         ----------
@@ -264,9 +264,9 @@ class DiagGaussian:
 
     @staticmethod
     def sample_with_log_prob(mean_na, log_std_a, rng=None):
-        r"""Actions a = μ + σ ε and :meth:`log_prob` of them: ``(act_na, logp_n)``.
+        r"""Actions a = μ + σ ξ and :meth:`log_prob` of them: ``(act_na, logp_n)``.
 
-        The log-density is computed by :meth:`log_prob` itself (not from ε), so a
+        The log-density is computed by :meth:`log_prob` itself (not from ξ), so a
         recomputation at θ_old gives the same bits and the ratio is exactly 1.
 
         Parameters

@@ -4,15 +4,15 @@ PyTorch stores a linear layer as ``weight`` of shape (out, in) and computes
 ``x @ weight.T + bias``; trpo_ref's θ holds ``W_l`` of shape (in, out) with
 ``x @ W_l + b_l`` (see :mod:`trpo_ref.policy`), so ``W_l = weight.T``.
 
-==============  ==========================================================================  =====================
-layout          keys of the actor (Gaussian / categorical)                                  ignored keys
-==============  ==========================================================================  =====================
-``sb3``         ``mlp_extractor.policy_net.{0,2,..}.weight|bias``, ``action_net.weight|bias``,  ``mlp_extractor.value_net.*``,
-                ``log_std`` (Gaussian only)                                                 ``value_net.*``
-``cleanrl``     Gaussian: ``actor_mean.{0,2,..}.weight|bias``, ``actor_logstd`` (1, A);       ``critic.*``
+==============  ===============================================================================  ==============================
+layout          keys of the actor (Gaussian / categorical)                                       ignored keys
+==============  ===============================================================================  ==============================
+``sb3``         ``mlp_extractor.policy_net.{0,2,..}.weight|bias``, ``action_net.weight|bias``,   ``mlp_extractor.value_net.*``,
+                ``log_std`` (Gaussian only)                                                      ``value_net.*``
+``cleanrl``     Gaussian: ``actor_mean.{0,2,..}.weight|bias``, ``actor_logstd`` (1, A);          ``critic.*``
                 categorical: ``actor.{0,2,..}.weight|bias``
-``trpo_ref``    ``W0, b0, W1, b1, ..., [log_std]`` with W of shape (in, out)                 none
-==============  ==========================================================================  =====================
+``trpo_ref``    ``W0, b0, W1, b1, ..., [log_std]`` with W of shape (in, out)                     none
+==============  ===============================================================================  ==============================
 
 The architecture (obs_dim, hidden sizes, act_dim / n_actions) is inferred from
 the shapes; the activation cannot be seen in a state_dict and is an argument

@@ -3,7 +3,7 @@ r"""A multilayer perceptron on a flat parameter vector, with hand-written deriva
 =====================================================  ==========================
 equation                                               function
 =====================================================  ==========================
-:math:`h_{l+1} = \phi(h_l W_l + b_l)`, last layer linear  :meth:`MLP.forward`
+:math:`h_{l+1} = \operatorname{act}(h_l W_l + b_l)`, last layer linear  :meth:`MLP.forward`
 :math:`\bar\theta = (\partial y/\partial\theta)^\top \bar y`,
 :math:`\bar x = (\partial y/\partial x)^\top \bar y`   :meth:`MLP.vjp`
 :math:`\dot y = (\partial y/\partial\theta)\,\dot\theta + (\partial y/\partial x)\,\dot x`
@@ -25,9 +25,33 @@ import numpy as np
 
 from . import backend
 
-__all__ = ["MLP", "MLPCache", "ACTIVATIONS"]
+__all__ = ["MLP", "MLPCache", "ACTIVATIONS", "default_block_rows"]
 
 ACTIVATIONS = ("tanh", "relu")
+
+#: Bytes of one (rows x widest layer) block in :meth:`MLP.gauss_newton_product`'s
+#: NumPy path: a block's tangents, cotangents and φ' rows then stay in a core's
+#: L2 cache between the passes over them (measured on a 2 MiB-L2 Xeon: 256-512
+#: rows of width 64 are 1.3-1.9x faster than one pass over 16384 rows).
+BLOCK_BYTES = 1 << 17
+
+
+def default_block_rows(width: int, itemsize: int) -> int:
+    """Rows per block for :meth:`MLP.gauss_newton_product`: :data:`BLOCK_BYTES`
+    of the widest layer, at least 128 rows.
+
+    Parameters
+    ----------
+    width : int
+        Widest layer of the network.
+    itemsize : int
+        Bytes per element (4 for float32, 8 for float64).
+
+    Returns
+    -------
+    rows : int
+    """
+    return max(128, BLOCK_BYTES // max(1, width * itemsize))
 
 
 @dataclass
@@ -50,7 +74,7 @@ class MLPCache:
     weights: list
     biases: list
     act_derivs: list | None = None
-    """``act_derivs[l]`` is φ'(z_l) of hidden layer ``l`` (a mask for relu),
+    """``act_derivs[l]`` is act'(z_l) of hidden layer ``l`` (a mask for relu),
     filled on first use by :meth:`MLP.vjp` / :meth:`MLP.jvp`: every product at
     the same forward pass (each CG iteration at θ_old) reuses it."""
 
@@ -182,7 +206,7 @@ class MLP:
     def forward(self, theta_p, x_no):
         r"""Network output and the cache its derivatives need.
 
-        .. math:: h_0 = x,\quad h_{l+1} = \phi(h_l W_l + b_l)\ (l < L-1),\quad
+        .. math:: h_0 = x,\quad h_{l+1} = \operatorname{act}(h_l W_l + b_l)\ (l < L-1),\quad
                   y = h_{L-1} W_{L-1} + b_{L-1}
 
         Parameters
@@ -208,13 +232,9 @@ class MLP:
                 h = z
         return h, MLPCache(inputs, weights, biases)
 
-    def _act_scale(self, cache: MLPCache, l: int, u, xp):
-        """``φ'(z_l) * u`` for hidden layer ``l``, with ``φ'`` written in terms of
-        the layer's output ``h = φ(z_l)`` and kept in the cache.
-
-        The activation's Jacobian is diagonal, so the same product serves the
-        reverse (cotangent) and forward (tangent) passes.
-        """
+    def _act_deriv(self, cache: MLPCache, l: int):
+        """act'(z_l) of hidden layer ``l``, written in terms of the layer's output
+        ``h = act(z_l)`` and kept in the cache on first use (a mask for relu)."""
         if cache.act_derivs is None:
             cache.act_derivs = [None] * (self.n_layers - 1)
         d = cache.act_derivs[l]
@@ -225,6 +245,15 @@ class MLP:
             else:
                 d = h > 0  # d relu(z)/dz = [z > 0]
             cache.act_derivs[l] = d
+        return d
+
+    def _act_scale(self, cache: MLPCache, l: int, u, xp):
+        """``φ'(z_l) * u`` for hidden layer ``l`` (see :meth:`_act_deriv`).
+
+        The activation's Jacobian is diagonal, so the same product serves the
+        reverse (cotangent) and forward (tangent) passes.
+        """
+        d = self._act_deriv(cache, l)
         if self.activation == "tanh":
             return u * d
         return xp.where(d, u, xp.zeros_like(u))
@@ -274,7 +303,7 @@ class MLP:
         r"""Forward mode: push a tangent of θ (and optionally of x) to the output.
 
         .. math:: \dot z_l = \dot h_l W_l + h_l \dot W_l + \dot b_l,\qquad
-                  \dot h_{l+1} = \phi'(z_l)\,\dot z_l
+                  \dot h_{l+1} = \operatorname{act}'(z_l)\,\dot z_l
 
         Parameters
         ----------
@@ -310,3 +339,103 @@ class MLP:
             else:
                 h_dot = z_dot
         return h_dot
+
+    # ------------------------------------------------------- Gauss-Newton product
+    def gauss_newton_product(self, cache: MLPCache, theta_dot, metric, block_rows: int | None = None):
+        r"""Gauss–Newton product :math:`J^\top M J\,\dot\theta` over the batch of ``cache``.
+
+        .. math:: \bar\theta = \sum_n J_n^\top\, M_n\!\left(J_n \dot\theta\right),
+                  \qquad J_n = \partial y_n / \partial\theta
+
+        One :meth:`jvp` (x held fixed), the metric, one :meth:`vjp` without x̄.
+
+        Parameters
+        ----------
+        cache : MLPCache
+            From :meth:`forward` at θ.
+        theta_dot : array (P,)
+            Tangent θ̇ (same dtype as θ for the NumPy fast path).
+        metric : callable ``(out_dot, start, stop) -> u``
+            Applies :math:`M_n` to the rows ``start:stop`` of the output tangent
+            ``out_dot`` (shape (stop − start, sizes[-1])) and returns the output
+            cotangent of those rows.  It may work in place.
+        block_rows : int or None
+            Rows per block of the NumPy path (``None``: :func:`default_block_rows`).
+
+        Returns
+        -------
+        theta_bar : array (P,)
+
+        Notes
+        -----
+        For NumPy arrays of one floating dtype the product runs block by block
+        over the batch, so its temporaries take O(block_rows) memory and stay in
+        cache, and each layer's ``ż = hẆ + ḃ + ḣW`` is one matrix product on the
+        packed rows ``[h | 1 | ḣ]`` against ``[Ẇ; ḃ; W]`` (likewise
+        ``[W̄; b̄] = [h | 1]ᵀ z̄``, which is θ's own layout of the layer).  The
+        result equals the unblocked one up to the order of the sums over the
+        batch (rounding).  Other namespaces (CuPy, array_api_strict) run
+        :meth:`jvp`, ``metric`` on all rows, and :meth:`vjp`.
+        """
+        x = cache.inputs[0]
+        n = x.shape[0]
+        fast = (type(theta_dot) is np.ndarray and all(type(h) is np.ndarray for h in cache.inputs)
+                and all(h.dtype == theta_dot.dtype for h in cache.inputs)
+                and all(type(W) is np.ndarray and W.dtype == theta_dot.dtype for W in cache.weights)
+                and theta_dot.dtype in (np.float32, np.float64))
+        if not fast or n == 0:
+            out_dot = self.jvp(cache, theta_dot)
+            theta_bar, _ = self.vjp(cache, metric(out_dot, 0, n), input_grad=False)
+            return theta_bar
+        return self._gauss_newton_numpy(cache, theta_dot, metric, block_rows)
+
+    def _gauss_newton_numpy(self, cache: MLPCache, theta_dot, metric, block_rows):
+        """NumPy path of :meth:`gauss_newton_product`: blocked, packed, in place."""
+        dtype = theta_dot.dtype
+        n = cache.inputs[0].shape[0]
+        sizes, L = self.sizes, self.n_layers
+        rows = min(n, int(block_rows) if block_rows else default_block_rows(max(sizes), dtype.itemsize))
+        if rows < 1:
+            raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+        derivs = [self._act_deriv(cache, l) for l in range(L - 1)]
+        # Per layer l: packed rows [h_l | 1 | ḣ_l] (ḣ_0 = 0: [x | 1]) and, for l >= 1,
+        # the stacked [Ẇ_l; ḃ_l; W_l], so that ż_l = [h | 1 | ḣ] @ [Ẇ; ḃ; W].
+        packed, stacked, tangent = [], [], []
+        for l in range(L):
+            k, (s, w, e) = sizes[l], self._offsets[l]
+            buf = np.empty((rows, 2 * k + 1 if l else k + 1), dtype=dtype)
+            buf[:, k] = 1
+            packed.append(buf)
+            if l:
+                S = np.empty((2 * k + 1, sizes[l + 1]), dtype=dtype)
+                S[: k + 1] = theta_dot[s:e].reshape(k + 1, sizes[l + 1])  # [Ẇ_l; ḃ_l]: θ's layout
+                S[k + 1:] = cache.weights[l]
+                stacked.append(S)
+            else:
+                stacked.append(theta_dot[s:e].reshape(k + 1, sizes[1]))
+        theta_bar = np.empty_like(theta_dot)
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            m = stop - start
+            # ---- jvp: ż_l = [h_l | 1 | ḣ_l] [Ẇ_l; ḃ_l; W_l],  ḣ_{l+1} = φ'(z_l) ż_l
+            for l in range(L):
+                k = sizes[l]
+                X = packed[l][:m]
+                X[:, :k] = cache.inputs[l][start:stop]
+                z_dot = X @ stacked[l]
+                if l < L - 1:
+                    np.multiply(z_dot, derivs[l][start:stop], out=packed[l + 1][:m, sizes[l + 1] + 1:])
+            z_bar = metric(z_dot, start, stop)  # M_n ẏ_n
+            # ---- vjp: [W̄_l; b̄_l] = [h_l | 1]ᵀ z̄_l,  z̄_{l-1} = φ'(z_{l-1}) (z̄_l W_lᵀ)
+            for l in range(L - 1, -1, -1):
+                k, (s, _, e) = sizes[l], self._offsets[l]
+                part = packed[l][:m, : k + 1].T @ z_bar
+                if start == 0:
+                    theta_bar[s:e] = part.reshape(-1)
+                else:
+                    theta_bar[s:e] += part.reshape(-1)  # Σ over blocks
+                if l:
+                    h_bar = z_bar @ cache.weights[l].T
+                    h_bar *= derivs[l - 1][start:stop]
+                    z_bar = h_bar
+        return theta_bar

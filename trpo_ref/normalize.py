@@ -4,9 +4,9 @@ r"""Running statistics for observation and reward normalisation (host, NumPy).
 equation                                                               where
 =====================================================================  ==========================
 merge of two (mean, M2, count) summaries (Chan, Golub, LeVeque 1979)   :meth:`RunningMeanStd.update`
-:math:`\tilde s = \mathrm{clip}((s - \mu)/\sqrt{\sigma^2 + \epsilon}, -c, c)`
+:math:`\tilde s = \mathrm{clip}((s - \mu)/\sqrt{\sigma^2 + \mathtt{eps}}, -c, c)`
                                                                        :meth:`ObsNormalizer.normalize`
-:math:`G_t = \gamma G_{t-1}(1 - d_{t-1}) + r_t`, :math:`\tilde r = \mathrm{clip}(r/\sqrt{\mathrm{Var}[G] + \epsilon}, -c, c)`
+:math:`G_t = \gamma G_{t-1}(1 - d_{t-1}) + r_t`, :math:`\tilde r = \mathrm{clip}(r/\sqrt{\mathrm{Var}[G] + \mathtt{eps}}, -c, c)`
                                                                        :meth:`RewardScaler.scale`
 =====================================================================  ==========================
 
@@ -111,7 +111,7 @@ class RunningMeanStd:
 
 
 class ObsNormalizer:
-    r"""Observation normaliser :math:`\mathrm{clip}((s - \mu)/\sqrt{\sigma^2 + \epsilon}, -c, c)`.
+    r"""Observation normaliser :math:`\mathrm{clip}((s - \mu)/\sqrt{\sigma^2 + \mathtt{eps}}, -c, c)`.
 
     Parameters
     ----------
@@ -119,7 +119,7 @@ class ObsNormalizer:
     clip : float
         c (10, as SB3's VecNormalize).
     eps : float
-        ε under the root (1e-8, as VecNormalize).
+        ``eps`` under the root (1e-8, as VecNormalize).
     """
 
     def __init__(self, obs_dim: int, clip: float = 10.0, eps: float = 1e-8):
@@ -180,7 +180,7 @@ class RewardScaler:
     r"""Divide rewards by the running std of the discounted return (VecNormalize's ``norm_reward``).
 
     .. math:: G_t = \gamma G_{t-1}(1 - d_{t-1}) + r_t,\qquad
-              \tilde r_t = \mathrm{clip}\big(r_t / \sqrt{\mathrm{Var}[G] + \epsilon}, -c, c\big)
+              \tilde r_t = \mathrm{clip}\big(r_t / \sqrt{\mathrm{Var}[G] + \mathtt{eps}}, -c, c\big)
 
     The statistics of G are updated with a whole rollout, then that rollout's
     rewards are scaled; the accumulators G (one per env) carry over between

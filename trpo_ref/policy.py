@@ -14,7 +14,7 @@ equation                                                                        
 :math:`L(\theta) = \frac1N\sum_n r_n(\theta)\hat A_n,\ r_n = e^{\log\pi_\theta - \log\pi_{old}}`
                                                                                          :meth:`~_MLPPolicy.surrogate`
 :math:`\nabla L(\theta) = \frac1N\sum_n r_n\hat A_n\nabla\log\pi_\theta(a_n|s_n)`        :meth:`~_MLPPolicy.surrogate_grad`
-:math:`(F + \lambda I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda v`                  :meth:`~_MLPPolicy.fisher_vector_product`, :class:`FisherOperator`
+:math:`(F + \lambda_d I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda_d v`                  :meth:`~_MLPPolicy.fisher_vector_product`, :class:`FisherOperator`
 =======================================================================================  ======================================
 
 Parameter layout: the MLP's ``W0, b0, W1, b1, ...`` (see :mod:`trpo_ref.mlp`),
@@ -30,6 +30,7 @@ on the natural gradient method", JMLR 2020, §9 (the Gauss-Newton form JᵀMJ).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Sequence
 
 import numpy as np
@@ -38,7 +39,7 @@ from . import backend
 from .distributions import Categorical, DiagGaussian
 from .mlp import MLP
 
-__all__ = ["GaussianMLPPolicy", "CategoricalMLPPolicy", "FisherOperator", "policy_from_spec"]
+__all__ = ["GaussianMLPPolicy", "CategoricalMLPPolicy", "PolicyAt", "FisherOperator", "policy_from_spec"]
 
 
 def _require_finite(xp, x, name: str) -> None:
@@ -57,6 +58,9 @@ class _MLPPolicy:
         if int(obs_dim) < 1:
             raise ValueError(f"obs_dim must be >= 1, got {obs_dim}")
         self.obs_dim = int(obs_dim)
+        if isinstance(hidden_sizes, (str, bytes)) or not all(
+                isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden_sizes):
+            raise ValueError(f"hidden_sizes must be a sequence of integers >= 1, got {hidden_sizes!r}")
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.activation = activation
         self.hidden_gain = float(hidden_gain)
@@ -150,7 +154,7 @@ class _MLPPolicy:
         xp = backend.namespace(theta_p)
         if tuple(theta_p.shape) != (self.num_params,):
             raise ValueError(f"{name} must have shape ({self.num_params},) for this policy, got {tuple(theta_p.shape)}")
-        if not xp.isdtype(theta_p.dtype, "real floating"):
+        if theta_p.dtype not in (xp.float32, xp.float64):
             raise ValueError(f"{name} must be a float32 or float64 array, got {theta_p.dtype}")
         _require_finite(xp, theta_p, name)
         return theta_p
@@ -192,6 +196,24 @@ class _MLPPolicy:
     # Subclasses provide: _dist(theta, obs) -> (phi, cache), _logp(phi, act),
     # _logp_grad(phi, act) -> phi_bar, _pullback(theta, cache, phi_bar) -> theta_bar,
     # _entropy_n(phi), _entropy_grad(phi), _kl(phi_p, phi_q), _kl_grad_q, _kl_grad_p.
+
+    def at(self, theta_p, obs_no, act=None) -> "PolicyAt":
+        r"""The policy at θ on a batch, the forward pass done once (see :class:`PolicyAt`).
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+            Flat policy parameters θ.
+        obs_no : array (N, obs_dim)
+            Observations; cast to θ's dtype.
+        act : array, optional
+            Actions (needed for log-probabilities and the surrogate).
+
+        Returns
+        -------
+        PolicyAt
+        """
+        return PolicyAt(self, theta_p, obs_no, act)
 
     def log_prob(self, theta_p, obs_no, act):
         r"""Log-probabilities :math:`\log\pi_\theta(a_n|s_n)`, shape (N,).
@@ -395,10 +417,10 @@ class _MLPPolicy:
         w_n = xp.exp(self._logp(phi, act) - logp_old_n) * adv_n / obs_no.shape[0]
         return self._pullback(theta_p, cache, self._scale(self._logp_grad(phi, act), w_n))
 
-    def fisher_operator(self, theta_p, obs_no, damping: float = 0.0) -> "FisherOperator":
+    def fisher_operator(self, theta_p, obs_no, damping: float = 0.0, *, forward=None) -> "FisherOperator":
         r"""A :class:`FisherOperator` at θ with the forward pass done once.
 
-        .. math:: v \mapsto (F + \lambda I)v,\qquad F = \frac1N\sum_n J_n^\top M_n J_n
+        .. math:: v \mapsto (F + \lambda_d I)v,\qquad F = \frac1N\sum_n J_n^\top M_n J_n
 
         Parameters
         ----------
@@ -408,16 +430,18 @@ class _MLPPolicy:
             Observations; cast to θ's dtype.
         damping : float
             λ >= 0 added on the diagonal.
+        forward : (out, cache), optional
+            ``self.mlp.forward`` at θ on ``obs_no`` when already done (:meth:`PolicyAt.fisher_operator`).
 
         Returns
         -------
         FisherOperator
             Callable ``v_p (P,) -> (P,)``.
         """
-        return FisherOperator(self, theta_p, obs_no, damping)
+        return FisherOperator(self, theta_p, obs_no, damping, forward=forward)
 
     def fisher_vector_product(self, theta_p, obs_no, v_p, damping: float = 0.0):
-        r"""Analytic Fisher-vector product :math:`(F + \lambda I)v`, shape (P,).
+        r"""Analytic Fisher-vector product :math:`(F + \lambda_d I)v`, shape (P,).
 
         .. math:: F v = \frac1N\sum_n J_n^\top\big(M_n (J_n v)\big)
 
@@ -554,7 +578,11 @@ class GaussianMLPPolicy(_MLPPolicy):
     # φ = (mean_na, log_std_a)
     def _dist(self, theta_p, obs_no):
         mean_na, cache = self.mlp.forward(theta_p[: self.mlp.num_params], obs_no)
-        return (mean_na, theta_p[self.mlp.num_params:]), cache
+        return self._phi(theta_p, mean_na), cache
+
+    def _phi(self, theta_p, out_na):
+        """φ from the network's output: (mean, log σ)."""
+        return out_na, theta_p[self.mlp.num_params:]
 
     def _pullback(self, theta_p, cache, phi_bar):
         xp = backend.namespace(theta_p)
@@ -629,6 +657,10 @@ class CategoricalMLPPolicy(_MLPPolicy):
     def _dist(self, theta_p, obs_no):
         return self.mlp.forward(theta_p, obs_no)
 
+    def _phi(self, theta_p, out_nk):
+        """φ from the network's output: the logits."""
+        return out_nk
+
     def _pullback(self, theta_p, cache, phi_bar):
         return self.mlp.vjp(cache, phi_bar, input_grad=False)[0]
 
@@ -661,14 +693,121 @@ class CategoricalMLPPolicy(_MLPPolicy):
         return xp.argmax(logits, axis=1)
 
 
+class PolicyAt:
+    r"""A policy evaluated at one θ on one batch: one forward pass, every quantity read from it.
+
+    One update needs, at θ_old, the log-probabilities, the surrogate and its
+    gradient g, the entropy and the Fisher operator, and at each line-search
+    try the surrogate and the KL to θ_old.  Each method of the policy runs the
+    network again; this object runs it once (and checks the inputs once), then
+    works at the level of the distribution parameters φ.  Every method gives
+    the same numbers, bit for bit, as the policy method of the same name.
+
+    Parameters
+    ----------
+    policy : GaussianMLPPolicy or CategoricalMLPPolicy
+    theta_p : array (P,)
+    obs_no : array (N, obs_dim)
+    act : array, optional
+    """
+
+    def __init__(self, policy, theta_p, obs_no, act=None):
+        checked = policy._check_inputs(theta_p, obs_no, act)
+        self.policy = policy
+        self.theta, self.obs = checked[0], checked[1]
+        self.act = checked[2] if act is not None else None
+        self.n = self.obs.shape[0]
+        self._xp = backend.namespace(self.theta)
+        self.out, self.cache = policy.mlp.forward(self.theta[: policy.mlp.num_params], self.obs)
+        self.phi = policy._phi(self.theta, self.out)
+        self._logp = None
+
+    def _vec(self, x_n, name):
+        return self.policy._check_vec(x_n, self.n, self.theta, name)
+
+    def log_prob(self):
+        r""":math:`\log\pi_\theta(a_n|s_n)`, shape (N,) (cached)."""
+        if self.act is None:
+            raise ValueError("this PolicyAt was made without actions: pass act to policy.at()")
+        if self._logp is None:
+            self._logp = self.policy._logp(self.phi, self.act)
+        return self._logp
+
+    def surrogate(self, adv_n, logp_old_n):
+        r""":math:`\frac1N\sum_n r_n\hat A_n` (0-d array), as :meth:`GaussianMLPPolicy.surrogate`.
+
+        Parameters
+        ----------
+        adv_n : array (N,)
+        logp_old_n : array (N,)
+        """
+        adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
+        return self._xp.mean(self._xp.exp(self.log_prob() - logp_old_n) * adv_n)
+
+    def surrogate_terms(self, adv_n, logp_old_n) -> float:
+        r"""Size of the surrogate's terms, :math:`\frac1N\sum_n |r_n\hat A_n|` (host float).
+
+        Parameters
+        ----------
+        adv_n : array (N,)
+        logp_old_n : array (N,)
+        """
+        adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
+        xp = self._xp
+        return backend.to_float(xp.mean(xp.abs(xp.exp(self.log_prob() - logp_old_n) * adv_n)))
+
+    def surrogate_grad(self, adv_n, logp_old_n):
+        r""":math:`\nabla L` (P,), as :meth:`GaussianMLPPolicy.surrogate_grad`.
+
+        Parameters
+        ----------
+        adv_n : array (N,)
+        logp_old_n : array (N,)
+        """
+        adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
+        w_n = self._xp.exp(self.log_prob() - logp_old_n) * adv_n / self.n
+        pol = self.policy
+        return pol._pullback(self.theta, self.cache, pol._scale(pol._logp_grad(self.phi, self.act), w_n))
+
+    def entropy(self):
+        r"""Mean entropy (0-d array)."""
+        return self._xp.mean(self.policy._entropy_n(self.phi, self.n))
+
+    def entropy_grad(self):
+        r""":math:`\nabla_\theta\bar H` (P,)."""
+        return self.policy._pullback(self.theta, self.cache, self.policy._entropy_grad(self.phi, self.n))
+
+    def kl(self, old: "PolicyAt", reverse: bool = False):
+        r"""Mean :math:`KL(\pi_{old}\|\pi_\theta)` (``reverse``: :math:`KL(\pi_\theta\|\pi_{old})`), 0-d array.
+
+        Parameters
+        ----------
+        old : PolicyAt
+            The policy at θ_old on the same observations.
+        reverse : bool
+        """
+        kl_n = self.policy._kl(self.phi, old.phi) if reverse else self.policy._kl(old.phi, self.phi)
+        return self._xp.mean(kl_n)
+
+    def fisher_operator(self, damping: float = 0.0) -> "FisherOperator":
+        r"""The policy's Fisher operator at this θ on these observations, reusing this forward pass.
+
+        Parameters
+        ----------
+        damping : float
+            λ_d.
+        """
+        return self.policy.fisher_operator(self.theta, self.obs, damping, forward=(self.out, self.cache))
+
+
 class FisherOperator:
-    r"""The damped Fisher :math:`v \mapsto (F + \lambda I)v` at a fixed θ.
+    r"""The damped Fisher :math:`v \mapsto (F + \lambda_d I)v` at a fixed θ.
 
     θ_old does not change during conjugate gradient, so the forward pass (and
     σ or the softmax) is computed once here; each product then costs one jvp
     and one vjp:
 
-    .. math:: (F + \lambda I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda v
+    .. math:: (F + \lambda_d I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda_d v
 
     For the Gaussian policy the log σ block is exact in closed form: J maps
     v_logσ to every sample unchanged and M's log σ block is 2, so that block is
@@ -681,22 +820,35 @@ class FisherOperator:
     obs_no : array (N, obs_dim)
     damping : float
         λ ≥ 0.
+    forward : (out, cache), optional
+        ``policy.mlp.forward`` at this θ on ``obs_no``, when already computed.
+    block_rows : int or None
+        Samples per block of the NumPy path (``None``: a block of about
+        128 KiB per layer, :func:`trpo_ref.mlp.default_block_rows`); the
+        operator's temporaries are O(block_rows), not O(N).
     """
 
-    def __init__(self, policy: _MLPPolicy, theta_p, obs_no, damping: float = 0.0):
+    def __init__(self, policy: _MLPPolicy, theta_p, obs_no, damping: float = 0.0,
+                 block_rows: int | None = None, forward=None):
         damping = float(damping)
         if not (damping >= 0.0 and math.isfinite(damping)):
             raise ValueError(f"damping must be finite and >= 0, got {damping}")
+        if block_rows is not None and int(block_rows) < 1:
+            raise ValueError(f"block_rows must be >= 1 or None, got {block_rows}")
         theta_p, obs_no = policy._check_inputs(theta_p, obs_no)
         self.policy = policy
         self.damping = damping
+        self.block_rows = block_rows
         self.num_params = policy.num_params
         self.n = obs_no.shape[0]
         self.n_products = 0
         xp = backend.namespace(theta_p)
         self._xp = xp
         self._p_mlp = policy.mlp.num_params
-        out, self._cache = policy.mlp.forward(theta_p[: self._p_mlp], obs_no)
+        if forward is None:
+            out, self._cache = policy.mlp.forward(theta_p[: self._p_mlp], obs_no)
+        else:  # the forward pass at this θ on these observations, already done (PolicyAt)
+            out, self._cache = forward
         if isinstance(policy, GaussianMLPPolicy):
             # M / N for the mean block: 1/(N σ²), shared by every sample.
             self._metric = xp.exp(-2 * theta_p[self._p_mlp:]) / self.n
@@ -705,24 +857,31 @@ class FisherOperator:
             self._metric = None
             self._probs = xp.exp(Categorical.log_softmax(out))
 
-    def __call__(self, v_p):
-        r"""(F + λI)v for a vector v of shape (P,): one jvp, the metric M, one vjp.
+    def _metric_rows(self, out_dot, start, stop):
+        """M_n (J v)_n / N for the samples ``start:stop`` (in place where it may)."""
+        if self._probs is None:
+            out_dot *= self._metric  # M = diag(1/σ²); out_dot is a fresh product
+            return out_dot
+        return Categorical.fisher_product_probs(self._probs[start:stop, ...], out_dot) / self.n  # (diag p − p pᵀ) J v / N
 
-        .. math:: (F + \lambda I)v = \frac1N\sum_n J_n^\top\big(M_n(J_n v)\big) + \lambda v
+    def __call__(self, v_p):
+        r"""(F + λ_d I)v for a vector v of shape (P,): one jvp, the metric M, one vjp.
+
+        .. math:: (F + \lambda_d I)v = \frac1N\sum_n J_n^\top\big(M_n(J_n v)\big) + \lambda_d v
+
+        The sum runs in blocks of ``block_rows`` samples on NumPy
+        (:meth:`trpo_ref.mlp.MLP.gauss_newton_product`); blocking changes only the
+        order of the sum over samples.
         """
         xp = self._xp
         if tuple(v_p.shape) != (self.num_params,):
             raise ValueError(f"v must have shape ({self.num_params},), got {tuple(v_p.shape)}")
+        _require_finite(xp, v_p, "v")
         self.n_products += 1
-        mlp = self.policy.mlp
-        out_dot = mlp.jvp(self._cache, v_p[: self._p_mlp])  # J v
+        fv = self.policy.mlp.gauss_newton_product(self._cache, v_p[: self._p_mlp], self._metric_rows,
+                                                  self.block_rows)  # Jᵀ M J v / N
         if self._probs is None:
-            u = out_dot * self._metric  # M J v / N, M = diag(1/σ²)
-            fv, _ = mlp.vjp(self._cache, u, input_grad=False)  # Jᵀ M J v / N
             fv = xp.concat([fv, 2 * v_p[self._p_mlp:]])  # log σ block: 2 v
-        else:
-            u = Categorical.fisher_product_probs(self._probs, out_dot) / self.n  # (diag p − p pᵀ) J v / N
-            fv, _ = mlp.vjp(self._cache, u, input_grad=False)
         if self.damping:
             fv = fv + self.damping * v_p
         return fv
@@ -737,7 +896,7 @@ class FisherOperator:
         Returns
         -------
         fv_p : array (P,)
-            :math:`(F + \lambda I)v`.
+            :math:`(F + \lambda_d I)v`.
         """
         return self(v_p)
 

@@ -35,6 +35,9 @@ Semantics
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -50,6 +53,27 @@ __all__ = ["RolloutBatch", "VectorRollout", "make_vector_env", "check_spaces", "
 
 class UnsupportedSpaceError(ValueError):
     """An observation or action space this implementation does not handle."""
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint(active: bool):
+    """Ignore SIGINT while async workers are started, so that they inherit it.
+
+    Ctrl-C reaches every process of the terminal's process group; the workers
+    would each print a KeyboardInterrupt traceback.  With SIGINT ignored there,
+    only this process is interrupted and it stops the workers itself (SIGTERM,
+    at its default action in the workers: they end without a word).
+    """
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_term = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a worker told to stop just stops
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
 
 
 def make_vector_env(env_id: str, n_envs: int, vectorization: str = "sync", env_kwargs: dict | None = None):
@@ -72,9 +96,10 @@ def make_vector_env(env_id: str, n_envs: int, vectorization: str = "sync", env_k
     if env_id not in gym.registry:
         raise ValueError(f"unknown environment id {env_id!r} (not in gymnasium's registry)")
     try:
-        return gym.make_vec(env_id, num_envs=int(n_envs), vectorization_mode=vectorization,
-                            vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED, "copy": False},
-                            wrappers=[EpisodeReplay], **(env_kwargs or {}))
+        with _workers_ignore_sigint(vectorization == "async"):
+            return gym.make_vec(env_id, num_envs=int(n_envs), vectorization_mode=vectorization,
+                                vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED, "copy": False},
+                                wrappers=[EpisodeReplay], **(env_kwargs or {}))
     except gym.error.DependencyNotInstalled as exc:
         raise ValueError(f"{env_id} needs an optional dependency: {exc} "
                          "(MuJoCo envs: pip install 'trpo-ref[mujoco]')") from exc
@@ -390,6 +415,18 @@ class VectorRollout:
                           "the resumed run continues from the replayed state and may differ slightly "
                           "from an uninterrupted one", RuntimeWarning, stacklevel=2)
 
-    def close(self) -> None:
-        r"""Close the vector environment (and its worker processes)."""
-        self.envs.close()
+    def close(self, terminate: bool = False) -> None:
+        r"""Close the vector environment (and its worker processes).
+
+        Parameters
+        ----------
+        terminate : bool
+            Stop async workers at once (after an interrupt, when a step may be pending)
+            instead of asking each to close.
+        """
+        if terminate and hasattr(self.envs, "processes"):
+            with warnings.catch_warnings():  # "close while waiting for a pending step": that is the point
+                warnings.simplefilter("ignore")
+                self.envs.close(terminate=True)
+        else:
+            self.envs.close()

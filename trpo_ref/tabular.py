@@ -129,7 +129,7 @@ class TabularMDP:
     """
 
     P: np.ndarray
-    """Transition probabilities P(s'|s, a), shape (S, A, S); each P[s, a] sums to 1."""
+    r"""Transition probabilities :math:`P(s'|s, a)`, shape (S, A, S); each P[s, a] sums to 1."""
     R: np.ndarray
     r"""Expected one-step rewards :math:`R(s,a) = E[r_t | s_t=s, a_t=a]`, shape (S, A)."""
     mu0: np.ndarray
@@ -762,13 +762,13 @@ class BoundTerms(NamedTuple):
     C: float
     """4εγ/(1 − γ)²."""
     kl_max: float
-    """max_s KL(π(·|s) ‖ π̃(·|s))."""
+    r""":math:`\max_s KL(\pi(\cdot|s) \,\|\, \tilde\pi(\cdot|s))`."""
     lower_bound: float
     """L_π(π̃) − C · kl_max."""
     slack: float
     """η(π̃) − lower_bound; Theorem 1 says ≥ 0."""
     scale: float
-    r"""max_{s,a}|R(s,a)| / (1 − γ), a bound on every |V|: the size rounding errors are relative to."""
+    r""":math:`\max_{s,a}|R(s,a)| / (1 - \gamma)`, a bound on every :math:`|V|`: the size rounding errors are relative to."""
 
 
 def bound_terms(mdp: TabularMDP, pi_sa, pi_new_sa, *, logits=None, logits_new=None) -> BoundTerms:
@@ -821,11 +821,11 @@ def bound_terms(mdp: TabularMDP, pi_sa, pi_new_sa, *, logits=None, logits_new=No
 
 
 def lower_bound(mdp: TabularMDP, pi_sa, pi_new_sa) -> float:
-    r"""The minorant :math:`M_\pi(\tilde\pi) = L_\pi(\tilde\pi) - C\,D_{KL}^{max}(\pi,\tilde\pi)`.
+    r"""The minorant :math:`B_\pi(\tilde\pi) = L_\pi(\tilde\pi) - C\,D_{KL}^{max}(\pi,\tilde\pi)`.
 
-    .. math:: M_\pi(\tilde\pi) = L_\pi(\tilde\pi) - C\,D_{KL}^{max}(\pi,\tilde\pi)
+    .. math:: B_\pi(\tilde\pi) = L_\pi(\tilde\pi) - C\,D_{KL}^{max}(\pi,\tilde\pi)
 
-    Theorem 1: :math:`\eta(\tilde\pi) \ge M_\pi(\tilde\pi)`, with equality at π̃ = π.
+    Theorem 1: :math:`\eta(\tilde\pi) \ge B_\pi(\tilde\pi)`, with equality at π̃ = π.
     See :func:`bound_terms` for every term at once.
 
     Parameters
@@ -952,7 +952,7 @@ class PenalizedStepResult(NamedTuple):
     accepted: bool
     """False when the solver's point did not raise the exact penalised objective above its value at z."""
     gain: float
-    r"""Exact :math:`M_\pi(\tilde\pi) - \eta(\pi) = \sum_s\rho_\pi(s)\sum_a\tilde\pi A_\pi - C D_{KL}^{max}`
+    r"""Exact :math:`B_\pi(\tilde\pi) - \eta(\pi) = \sum_s\rho_\pi(s)\sum_a\tilde\pi A_\pi - C D_{KL}^{max}`
     at the returned logits (0 if not accepted)."""
     kl_max: float
     """D_KL^max(π, π̃) at the returned logits."""

@@ -73,7 +73,7 @@ def register_cli(subparsers) -> None:
                     "2: unusable file.")
     one_line_errors(c, "check")
     c.add_argument("file", help="trace file (.npz)")
-    c.add_argument("--mode", choices=("stage-wise", "end-to-end"), default="stage-wise",
+    c.add_argument("--mode", choices=("stage-wise", "end-to-end"), default=None,
                    help="stage-wise (default) or end-to-end comparison")
     tol = ", ".join(f"{k} {v[0]:g}" for k, v in TOLERANCES.items())
     c.add_argument("--rtol", type=float, default=None,
@@ -98,8 +98,9 @@ def config_from_file(path, base=None):
     Parameters
     ----------
     path : str or Path
-        ``.json``, ``.yaml`` or ``.yml`` (any other suffix: JSON, then YAML), holding
-        one mapping of TRPOConfig field names to values, e.g. ``{"max_kl": 0.05}``.
+        ``.json`` (JSON) or anything else (YAML, which reads JSON too; ``1e-3`` is a
+        number), holding one mapping of TRPOConfig field names to values, e.g.
+        ``{"max_kl": 0.05}``, or such a mapping under ``"trpo"`` (a run's config.json).
     base : TRPOConfig, optional
         Defaults to ``TRPOConfig()`` (the paper's update).
 
@@ -112,34 +113,18 @@ def config_from_file(path, base=None):
     CLIError
         Unreadable file, not a mapping, an unknown field (named) or an invalid value.
     """
-    import json
-
+    from .settings import ConfigError, _load_text
     from .trpo import TRPOConfig
 
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = _load_text(str(path), path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise CLIError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
-    data, errors = None, []
-    suffix = path.suffix.lower()
-    if suffix not in (".yaml", ".yml"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            errors.append(f"not JSON ({exc})")
-    if data is None and suffix != ".json":
-        try:
-            import yaml
-        except ImportError:
-            errors.append("YAML needs PyYAML (pip install pyyaml)")
-        else:
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                errors.append("not YAML (" + " ".join(str(exc).split()) + ")")
-    if data is None:
-        raise CLIError(f"--config {path}: " + ("; ".join(errors) or "empty file"))
+    except ConfigError as exc:
+        raise CLIError(f"--config {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("trpo"), dict):  # a run's config.json, or {"trpo": {...}}
+        data = data["trpo"]
     if not isinstance(data, dict):
         raise CLIError(f"--config {path}: expected a mapping of TRPOConfig fields, got {type(data).__name__}")
     base = TRPOConfig() if base is None else base
@@ -232,7 +217,10 @@ def cmd_check(args) -> int:
         v = getattr(args, name)
         if v is not None and not (v >= 0 and v != float("inf")):
             raise CLIError(f"--{name} must be finite and >= 0")
-    if args.atol and args.mode == "stage-wise" and not args.reference:
+    if args.reference and (args.mode == "stage-wise" or args.no_drift):
+        raise CLIError("--reference compares two files end to end: --mode stage-wise and --no-drift do not apply")
+    args.mode = args.mode or ("end-to-end" if args.reference else "stage-wise")
+    if args.atol and args.mode == "stage-wise":
         raise CLIError("--atol applies to --mode end-to-end only (stage-wise scales a quantity that cancels "
                        "by its terms)")
     conventions = args.preset is not None or args.config is not None

@@ -1,25 +1,35 @@
-"""The training loop: rollout -> GAE -> trpo_step -> critic fit -> log -> checkpoint.
+"""The training loop and its run directory: rollout -> GAE -> trpo_step -> critic fit -> log -> checkpoint.
 
-:func:`train` reads top to bottom; everything it writes goes to one run
-directory::
+Two layers:
+
+* :class:`Trainer` and :func:`iterate` are the loop, with no files: each
+  iteration samples, computes advantages, updates the policy and the critic,
+  and yields an :class:`Iteration` record (the progress row, the episodes,
+  the :class:`~trpo_ref.trpo.StepInfo`).  ``Trainer.state_dict`` /
+  ``load_state_dict`` are everything needed to continue exactly.
+* :func:`train` adds persistence in one run directory (see
+  :mod:`trpo_ref.rundir` for the rules: lock, refusal, trimming, checkpoints)::
 
     runs/<env>/<run-name>/
-        config.json        {"train": TrainConfig, "trpo": TRPOConfig, "policy": spec, "value": spec}
-        progress.csv       one row per iteration (columns: PROGRESS_COLUMNS)
-        episodes.csv       one row per finished episode: iteration, total_steps, return, length
-        checkpoint.npz     everything needed to continue exactly (written atomically)
-        policy.npz         the final policy: θ, its spec, the observation normaliser
-        plot.png           learning curve, when matplotlib is installed
+        config.json          {"train": TrainConfig, "trpo": TRPOConfig, "policy": spec, "value": spec}
+        progress.csv         one row per iteration (columns: PROGRESS_COLUMNS)
+        episodes.csv         one row per finished episode: iteration, total_steps, return, length
+        checkpoint.npz       everything needed to continue exactly, with a checksum of its arrays
+        checkpoint.prev.npz  the checkpoint before it (used when the latest is unusable)
+        evaluations.npz      with eval_freq: timesteps, results, ep_lengths (SB3's EvalCallback layout)
+        best_policy.npz      with eval_freq: the policy of the best evaluation so far
+        policy.npz           the final policy: θ, its spec, the observation normaliser
+        plot.png             learning curve, when matplotlib is installed
 
 Reproducibility: every random draw comes from a generator seeded by
 ``TrainConfig.seed`` (action noise, episode seeds, critic minibatches, the
-TRPO config's host draws), the update is deterministic, and a checkpoint
-holds the generators' states, θ, the critic and its Adam state, the
-normalisers and the env state (see :mod:`trpo_ref.rollout`: per env, the
-episode seed and the actions taken in it, replayed on resume).  So the same
-seed gives the same progress.csv apart from the wall-clock columns, and a
-run killed at any moment and resumed from its last checkpoint ends with the
-same numbers as an uninterrupted one.
+TRPO config's host draws, the evaluation episodes), the update is
+deterministic, and a checkpoint holds the generators' states, θ, the critic
+and its Adam state, the normalisers and the env state (see
+:mod:`trpo_ref.rollout`: per env, the episode seed and the actions taken in
+it, replayed on resume).  So the same seed gives the same progress.csv apart
+from the wall-clock columns, and a run killed at any moment and resumed ends
+with the same numbers as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -29,28 +39,33 @@ import csv
 import dataclasses
 import json
 import math
+import numbers
 import os
 import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from . import backend
+from . import backend, rundir
 from .advantages import gae
-from .envs import env_defaults
+from .fileio import atomic_savez, atomic_write_text
 from .normalize import ObsNormalizer, RewardScaler
 from .policy import CategoricalMLPPolicy, GaussianMLPPolicy, policy_from_spec
 from .rollout import VectorRollout
-from .trpo import Batch, TRPOConfig, trpo_step
+from .rundir import load_npz
+from .trpo import Batch, StepInfo, TRPOConfig, trpo_step
 from .value import Adam, ValueFunction, explained_variance, fit_adam, fit_lbfgs
 
-__all__ = ["TrainConfig", "train", "build_configs", "load_policy", "evaluate", "PROGRESS_COLUMNS", "read_run_config",
-           "WALL_CLOCK_COLUMNS", "EPISODE_COLUMNS", "read_progress", "CHECKPOINT_FORMAT"]
+__all__ = ["TrainConfig", "train", "build_configs", "load_policy", "evaluate", "evaluate_episodes",
+           "PROGRESS_COLUMNS", "read_run_config", "WALL_CLOCK_COLUMNS", "EPISODE_COLUMNS", "read_progress",
+           "CHECKPOINT_FORMAT", "Trainer", "Iteration", "iterate", "check_trainable", "plot_runs",
+           "TENSORBOARD_KEYS"]
 
-CHECKPOINT_FORMAT = 1
+#: 2: arrays carry a SHA-256 checksum (1: none; still read).
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -132,58 +147,85 @@ class TrainConfig:
     """Floating type of the update: ``"float64"`` or ``"float32"``."""
 
     checkpoint_every: int = 10
-    """Write a checkpoint every K iterations (and always after the last)."""
+    """Write a checkpoint after the first iteration, then every K iterations (and after the last)."""
+
+    checkpoint_seconds: float = 600.0
+    """Also write one when this many seconds have passed since the last (long iterations lose little)."""
+
+    eval_freq: int = 0
+    """Evaluate the policy every this many environment steps (summed over envs), after the iteration
+    that crosses each multiple; 0: never.  Results go to evaluations.npz (SB3's layout) and the best
+    policy to best_policy.npz.  SB3 / RL-Zoo: ``eval_freq`` (there counted per env)."""
+
+    eval_episodes: int = 5
+    """Episodes per evaluation.  SB3: ``n_eval_episodes``."""
+
+    eval_deterministic: bool = True
+    """Evaluate the mode of the policy (SB3's EvalCallback default) rather than sampling."""
 
     def __post_init__(self):
+        # The same checks and messages as TRPOConfig's: "TrainConfig.<field> must be ..., got <value>".
         def bad(name, why):
-            raise ValueError(f"{name} {why}, got {getattr(self, name)!r}")
+            raise ValueError(f"TrainConfig.{name} {why}, got {getattr(self, name)!r}")
 
-        def is_real(v):
-            return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
+        def real(name, lo=None, lo_open=False, hi=None):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                bad(name, "must be a finite number")
+            if lo is not None and (v <= lo if lo_open else v < lo):
+                bad(name, f"must be {'>' if lo_open else '>='} {lo}")
+            if hi is not None and v > hi:
+                bad(name, f"must be <= {hi}")
+            object.__setattr__(self, name, float(v))
 
-        for name in ("env_id", "vectorization", "activation", "critic", "device", "dtype"):
-            if not isinstance(getattr(self, name), str):
-                bad(name, "must be a string")
-        for name in ("gamma", "gae_lambda", "log_std_init", "critic_lr", "critic_l2", "obs_clip", "reward_clip"):
-            if not is_real(getattr(self, name)):
-                bad(name, "must be a number")
-            object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("normalize_obs", "normalize_reward"):
+        def integer(name, lo):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
+                bad(name, f"must be an integer >= {lo}")
+            object.__setattr__(self, name, int(v))
+
+        def boolean(name):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 bad(name, "must be true or false")
             object.__setattr__(self, name, bool(getattr(self, name)))
-        for name in ("hidden_sizes", "vf_hidden_sizes"):
+
+        def widths(name):
             v = getattr(self, name)
             if not (isinstance(v, (list, tuple)) and all(
-                    not isinstance(h, bool) and isinstance(h, (int, np.integer)) and h >= 1 for h in v)):
+                    not isinstance(h, bool) and isinstance(h, numbers.Integral) and h >= 1 for h in v)):
                 bad(name, "must be a list of integers >= 1")
+            object.__setattr__(self, name, tuple(int(h) for h in v))
+
+        def choice(name, options):
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in options:
+                bad(name, "must be one of " + ", ".join(repr(o) for o in options))
+
+        if not isinstance(self.env_id, str) or not self.env_id:
+            bad("env_id", "must be a gymnasium id (a string)")
+        integer("seed", 0)
         for name in ("total_steps", "n_envs", "n_steps", "critic_epochs", "critic_batch_size",
-                     "critic_lbfgs_iters", "checkpoint_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                bad(name, "must be an integer >= 1")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            bad("seed", "must be an integer >= 0")
-        if self.vectorization not in ("sync", "async"):
-            bad("vectorization", "must be 'sync' or 'async'")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                bad(name, "must lie in [0, 1]")
-        if self.activation not in ("tanh", "relu"):
-            bad("activation", "must be 'tanh' or 'relu'")
-        if self.critic not in ("adam", "lbfgs"):
-            bad("critic", "must be 'adam' or 'lbfgs'")
-        for name in ("critic_lr", "obs_clip", "reward_clip"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                bad(name, "must be a finite number > 0")
-        if not self.critic_l2 >= 0:
-            bad("critic_l2", "must be >= 0")
-        if self.dtype not in ("float32", "float64"):
-            bad("dtype", "must be 'float32' or 'float64'")
-        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+                     "critic_lbfgs_iters", "checkpoint_every", "eval_episodes"):
+            integer(name, 1)
+        integer("eval_freq", 0)
+        choice("vectorization", ("sync", "async"))
+        real("gamma", 0, hi=1)
+        real("gae_lambda", 0, hi=1)
+        widths("hidden_sizes")
+        widths("vf_hidden_sizes")
+        choice("activation", ("tanh", "relu"))
+        real("log_std_init")
+        choice("critic", ("adam", "lbfgs"))
+        real("critic_lr", 0, lo_open=True)
+        real("critic_l2", 0)
+        real("obs_clip", 0, lo_open=True)
+        real("reward_clip", 0, lo_open=True)
+        real("checkpoint_seconds", 0, lo_open=True)
+        for name in ("normalize_obs", "normalize_reward", "eval_deterministic"):
+            boolean(name)
+        choice("dtype", ("float32", "float64"))
+        if not isinstance(self.device, str) or not (
+                self.device in ("cpu", "cuda") or self.device.startswith("cuda:")):
             bad("device", "must be 'cpu' or 'cuda[:K]'")
-        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        object.__setattr__(self, "vf_hidden_sizes", tuple(int(h) for h in self.vf_hidden_sizes))
 
     @property
     def steps_per_iteration(self) -> int:
@@ -223,6 +265,8 @@ class TrainConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        if not isinstance(d, dict):
+            raise ValueError(f"TrainConfig.from_dict needs a dict, got {type(d).__name__}")
         d = dict(d)
         for k in ("hidden_sizes", "vf_hidden_sizes"):
             if isinstance(d.get(k), list):
@@ -230,40 +274,24 @@ class TrainConfig:
         return cls(**d)
 
 
-def build_configs(env_id: str, preset: str = "sb3-contrib", overrides: dict | None = None) -> tuple[TrainConfig, TRPOConfig]:
-    """Preset < per-env table (:mod:`trpo_ref.envs`) < ``overrides``.
 
-    ``overrides`` may be flat (each key a TrainConfig or TRPOConfig field) or
-    ``{"train": {...}, "trpo": {...}}``; an unknown key is an error naming it.
+def build_configs(env_id: str, preset: str = "sb3-contrib", overrides: dict | None = None,
+                  options: dict | None = None) -> tuple[TrainConfig, TRPOConfig]:
+    """Preset < per-env table < ``overrides`` (a config file) < ``options``; see :func:`trpo_ref.settings.build_configs`."""
+    from .settings import build_configs as _build
+
+    return _build(env_id, preset, overrides, options)
+
+
+def check_trainable(cfg: TrainConfig, trpo_cfg: TRPOConfig) -> None:
+    """Refuse settings under which no policy update can ever happen (one ``ValueError`` line).
+
+    With normalised advantages a batch of one sample has Â = 0 after
+    normalisation, so every step would be skipped.
     """
-    table = env_defaults(env_id)
-    train_kw = {"env_id": env_id, **table["train"]}
-    trpo_kw = dict(table["trpo"])
-    overrides = dict(overrides or {})
-    nested_train = overrides.pop("train", None) or {}
-    nested_trpo = overrides.pop("trpo", None) or {}
-    for name, nested in (("train", nested_train), ("trpo", nested_trpo)):
-        if not isinstance(nested, dict):
-            raise ValueError(f"config entry {name!r} must be an object of fields, got {nested!r}")
-    train_names = {f.name for f in fields(TrainConfig)}
-    trpo_names = {f.name for f in fields(TRPOConfig)}
-    for k, v in overrides.items():
-        if k in train_names:
-            train_kw[k] = v
-        elif k in trpo_names:
-            trpo_kw[k] = v
-        else:
-            raise ValueError(f"unknown config key {k!r} (not a TrainConfig or TRPOConfig field)")
-    train_kw.update(nested_train)
-    trpo_kw.update(nested_trpo)
-    bad = set(nested_train) - train_names
-    if bad:
-        raise ValueError(f"unknown TrainConfig fields {sorted(bad)}")
-    bad = set(nested_trpo) - trpo_names
-    if bad:
-        raise ValueError(f"unknown TRPOConfig fields {sorted(bad)}")
-    cfg = TrainConfig.from_dict(train_kw)
-    return cfg, TRPOConfig.preset(preset, **trpo_kw)
+    if trpo_cfg.normalize_adv and cfg.steps_per_iteration < 2:
+        raise ValueError(f"n_envs * n_steps = {cfg.steps_per_iteration}: a batch of one sample has normalised "
+                         "advantage 0, so no update can ever happen; use n_envs * n_steps >= 2")
 
 
 # --------------------------------------------------------------------------- logging
@@ -281,6 +309,26 @@ PROGRESS_COLUMNS = (
 #: Columns that depend on the machine's speed (the only ones a rerun may change).
 WALL_CLOCK_COLUMNS = ("wall_s", "steps_per_s")
 
+#: episodes.csv columns: the iteration the episode finished in, env steps at the end of that
+#: iteration, its (raw) return and length.
+EPISODE_COLUMNS = ("iteration", "total_steps", "return", "length")
+
+#: TensorBoard scalar -> progress column: SB3 / SB3-contrib TRPO's key names where they exist (rollout/, time/,
+#: train/kl_divergence_loss, train/explained_variance, train/value_loss, train/is_line_search_success).
+TENSORBOARD_KEYS = {
+    "rollout/ep_rew_mean": "ep_return_mean",
+    "rollout/ep_len_mean": "ep_len_mean",
+    "train/kl_divergence_loss": "kl",
+    "train/explained_variance": "explained_variance",
+    "train/value_loss": "value_loss",
+    "train/entropy": "entropy",
+    "train/is_line_search_success": "ls_accepted",
+    "train/surrogate_change": "surrogate_change",
+    "time/fps": "steps_per_s",
+    "time/iterations": "iteration",
+    "time/total_timesteps": "total_steps",
+}
+
 
 def _stats(x) -> list:
     if len(x) == 0:
@@ -289,61 +337,15 @@ def _stats(x) -> list:
     return [float(x.mean()), float(x.std()), float(x.min()), float(x.max())]
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
 def read_progress(path) -> list[dict]:
     """progress.csv as a list of row dicts (strings)."""
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-#: episodes.csv columns: the iteration the episode finished in, env steps at the end of that
-#: iteration, its (raw) return and length.
-EPISODE_COLUMNS = ("iteration", "total_steps", "return", "length")
-
-
-def _truncate_episodes(path: Path, n_iterations: int) -> None:
-    """Keep the episodes of the first ``n_iterations`` iterations."""
-    with open(path, newline="") as f:
-        lines = f.read().splitlines(keepends=True)
-    # a line cut by a kill has no newline: drop it
-    keep = lines[:1] + [ln for ln in lines[1:] if ln.endswith("\n") and int(ln.split(",", 1)[0]) <= n_iterations]
-    _atomic_write_text(path, "".join(keep))
-
-
-def _truncate_progress(path: Path, n_rows: int) -> None:
-    """Keep the header and the first ``n_rows`` rows (rows written after the checkpoint go)."""
-    with open(path, newline="") as f:
-        lines = f.read().splitlines(keepends=True)
-    lines = lines[: 1 + n_rows]
-    if len(lines) != 1 + n_rows or not all(ln.endswith("\n") for ln in lines):
-        raise ValueError(f"{path} has fewer complete rows than the checkpoint's {n_rows} iterations")
-    _atomic_write_text(path, "".join(lines))
-
-
-# ----------------------------------------------------------------------- checkpoints
-def _atomic_savez(path: Path, arrays: dict) -> None:
-    """``np.savez`` to a temporary file in the same directory, fsync, then ``os.replace``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file in the same directory, fsync, then ``os.replace``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _logs(run_dir: Path) -> tuple[rundir.CSVLog, rundir.CSVLog]:
+    return (rundir.CSVLog(run_dir / "progress.csv", PROGRESS_COLUMNS, one_row_per_iteration=True),
+            rundir.CSVLog(run_dir / "episodes.csv", EPISODE_COLUMNS, one_row_per_iteration=False))
 
 
 def read_run_config(run_dir) -> dict:
@@ -364,20 +366,15 @@ def read_run_config(run_dir) -> dict:
     return doc
 
 
+def _require_run(run_dir: Path) -> dict:
+    """The config of the run in ``run_dir`` for a resume; one clear error when there is none."""
+    if not (Path(run_dir) / "config.json").is_file():
+        raise rundir.RunDirError(f"cannot resume: {run_dir} holds no trpo_ref run to continue (no config.json)")
+    return read_run_config(run_dir)
+
+
 def _json_array(obj) -> np.ndarray:
     return np.array(json.dumps(obj))
-
-
-def load_npz(path) -> dict:
-    """All arrays of a .npz written here (``allow_pickle=False``); a clear error when unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from exc
 
 
 # ------------------------------------------------------------------------ the policy
@@ -416,7 +413,7 @@ def save_policy(path: Path, policy, theta, obs_normalizer, env_id: str) -> None:
               "spec": _json_array(policy.spec()), "env_id": np.array(env_id)}
     if obs_normalizer is not None:
         arrays.update(obs_normalizer.state_dict())
-    _atomic_savez(path, arrays)
+    atomic_savez(path, arrays)
 
 
 def load_policy(path):
@@ -460,6 +457,227 @@ def blas_threads(n: int | None):
 
 
 # ------------------------------------------------------------------------- the loop
+@dataclass
+class Iteration:
+    """What one iteration of :func:`iterate` produced."""
+
+    row: dict
+    """The progress.csv row (PROGRESS_COLUMNS)."""
+    episodes: list
+    """(return, length) of each episode that finished in the iteration (raw rewards)."""
+    info: StepInfo
+    """Every intermediate of the policy update."""
+    trainer: "Trainer"
+    """The trainer, after the update (θ, the critic, the normalisers)."""
+
+
+class Trainer:
+    """The state of a run and one iteration of it, with no files.
+
+    Everything is seeded from ``cfg.seed``.  :meth:`state_dict` /
+    :meth:`load_state_dict` are the checkpoint's content (arrays + JSON meta).
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    trpo_cfg : TRPOConfig
+    step_config : callable, optional
+        ``step_config(trpo_cfg, batch) -> TRPOConfig``: the config of each update from its
+        batch (e.g. a step size computed from the advantages, as scripts/experiments.py's
+        penalty rule does).  Default: ``trpo_cfg`` for every update.
+    """
+
+    def __init__(self, cfg: TrainConfig, trpo_cfg: TRPOConfig, step_config=None):
+        check_trainable(cfg, trpo_cfg)
+        self.cfg, self.trpo_cfg = cfg, trpo_cfg
+        self.step_config = step_config
+        self.xp, self.dev = backend.get_namespace(cfg.device)
+        self.dtype = backend.resolve_dtype(self.xp, cfg.dtype)
+        self.rollout = VectorRollout(cfg.env_id, cfg.n_envs, cfg.seed, cfg.vectorization)
+        try:
+            self.policy = make_policy(cfg, self.rollout)
+            self.vf = ValueFunction(self.rollout.obs_dim, cfg.vf_hidden_sizes, cfg.activation)
+            self.theta = self.policy.init_params(seed=[cfg.seed, 1], dtype=cfg.dtype, device=cfg.device)
+            self.w = self.vf.init_params(seed=[cfg.seed, 2], dtype=cfg.dtype, device=cfg.device)
+        except BaseException:
+            self.rollout.close()
+            raise
+        self.adam = None
+        self.act_rng = np.random.default_rng([cfg.seed, 3])  # action noise
+        self.critic_rng = np.random.default_rng([cfg.seed, 4])  # critic minibatch permutations
+        self.obs_norm = ObsNormalizer(self.rollout.obs_dim, cfg.obs_clip) if cfg.normalize_obs else None
+        self.rew_scaler = RewardScaler(cfg.n_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
+        self.iteration, self.total_steps, self.wall_offset = 0, 0, 0.0
+        self._t0 = None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> tuple[dict, dict]:
+        """(JSON-able meta, arrays): everything :meth:`load_state_dict` needs to continue exactly."""
+        r_meta, r_arrays = self.rollout.state_dict()
+        meta = {"format": CHECKPOINT_FORMAT, "iteration": self.iteration, "total_steps": self.total_steps,
+                "wall_s": self.wall_s, "act_rng": self.act_rng.bit_generator.state,
+                "critic_rng": self.critic_rng.bit_generator.state, "rollout": r_meta}
+        arrays = {"theta": backend.to_numpy(self.theta), "w": backend.to_numpy(self.w), **r_arrays}
+        if self.adam is not None:
+            arrays.update({f"adam/{k}": v for k, v in self.adam.to_dict().items()})
+        if self.obs_norm is not None:
+            arrays.update(self.obs_norm.state_dict())
+        if self.rew_scaler is not None:
+            arrays.update(self.rew_scaler.state_dict())
+        return meta, arrays
+
+    def load_state_dict(self, meta: dict, arrays: dict, where: str = "checkpoint") -> None:
+        """Inverse of :meth:`state_dict` (replays each env's current episode); errors name ``where``."""
+        xp, dev, dtype = self.xp, self.dev, self.dtype
+        try:
+            theta = backend.from_numpy(arrays["theta"], xp, dev, dtype)
+            if tuple(theta.shape) != (self.policy.num_params,):
+                raise ValueError(f"{where}: theta has shape {tuple(theta.shape)}, the run's policy has "
+                                 f"{self.policy.num_params} parameters")
+            self.theta = theta
+            self.w = backend.from_numpy(arrays["w"], xp, dev, dtype)
+            if "adam/m" in arrays:
+                self.adam = Adam.from_dict({k[5:]: arrays[k] for k in arrays if k.startswith("adam/")},
+                                           xp=xp, device=dev)
+            self.act_rng.bit_generator.state = meta["act_rng"]
+            self.critic_rng.bit_generator.state = meta["critic_rng"]
+            if self.obs_norm is not None:
+                self.obs_norm.load_state_dict(arrays)
+            if self.rew_scaler is not None:
+                self.rew_scaler.load_state_dict(arrays)
+            self.rollout.load_state_dict(meta["rollout"], arrays)
+            self.iteration, self.total_steps = int(meta["iteration"]), int(meta["total_steps"])
+            self.wall_offset = float(meta["wall_s"])
+        except KeyError as exc:
+            raise ValueError(f"{where}: missing entry {exc.args[0] if exc.args else ''!r} "
+                             "(not a trpo_ref checkpoint?)") from None
+
+    @property
+    def wall_s(self) -> float:
+        """Seconds of training so far (across resumes)."""
+        return self.wall_offset + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+
+    def close(self, terminate: bool = False) -> None:
+        """Close the environments (``terminate``: stop async workers at once, e.g. on Ctrl-C)."""
+        self.rollout.close(terminate=terminate)
+
+    # -------------------------------------------------------------- one step
+    def step(self) -> Iteration:
+        """One iteration: rollout -> GAE -> trpo_step -> critic fit; returns its record."""
+        cfg, xp, dev, dtype = self.cfg, self.xp, self.dev, self.dtype
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+            if self.iteration == 0 and self.rollout.obs_eo is None:
+                self.rollout.start()
+        t_iter = time.perf_counter()
+        it = self.iteration
+        T, E = cfg.n_steps, cfg.n_envs
+        policy, vf = self.policy, self.vf
+
+        # ---- 1. rollout on the host with the current θ (normaliser frozen)
+        batch = self.rollout.collect(policy, backend.to_numpy(self.theta), T, self.act_rng, self.obs_norm)
+        self.total_steps += batch.n_steps
+        if self.obs_norm is not None:
+            self.obs_norm.update(batch.raw_obs_teo)
+        rew_te = batch.rew_te
+        if self.rew_scaler is not None:
+            rew_te = self.rew_scaler.scale(rew_te, batch.terminated_te | batch.truncated_te)
+
+        # ---- 2. to the device, once; values and GAE
+        def dev_arr(a, dt=dtype):
+            return backend.from_numpy(a, xp, dev, dt)
+
+        obs_no = dev_arr(batch.obs_teo.reshape(T * E, -1))
+        next_obs_no = dev_arr(batch.next_obs_teo.reshape(T * E, -1))
+        if self.rollout.discrete:
+            act = dev_arr(batch.act_te.reshape(T * E), xp.int64)
+        else:
+            act = dev_arr(batch.act_te.reshape(T * E, -1))
+        val_n = vf.predict(self.w, obs_no)
+        next_val_n = vf.predict(self.w, next_obs_no)
+        adv_te, ret_te = gae(dev_arr(rew_te), xp.reshape(val_n, (T, E)), xp.reshape(next_val_n, (T, E)),
+                             dev_arr(batch.terminated_te, xp.bool), dev_arr(batch.truncated_te, xp.bool),
+                             cfg.gamma, cfg.gae_lambda)
+        adv_n, ret_n = xp.reshape(adv_te, (T * E,)), xp.reshape(ret_te, (T * E,))
+
+        # ---- 3. the policy update (log π_old evaluated on the update's backend: ratio 1 at θ_old)
+        logp_old = policy.log_prob(self.theta, obs_no, act)
+        step_cfg = dataclasses.replace(self.trpo_cfg,
+                                       seed=int(np.random.SeedSequence([cfg.seed, 5, it]).generate_state(1)[0]))
+        update_batch = Batch(obs_no, act, adv_n, logp_old)
+        if self.step_config is not None:
+            step_cfg = self.step_config(step_cfg, update_batch)
+        self.theta, info = trpo_step(policy, self.theta, update_batch, step_cfg)
+
+        # ---- 4. the critic
+        ev = explained_variance(val_n, ret_n)
+        if cfg.critic == "adam":
+            self.w, fit = fit_adam(vf, self.w, obs_no, ret_n, epochs=cfg.critic_epochs,
+                                   batch_size=cfg.critic_batch_size, lr=cfg.critic_lr, rng=self.critic_rng,
+                                   state=self.adam)
+            self.adam = fit.state
+        else:
+            self.w, fit = fit_lbfgs(vf, self.w, obs_no, ret_n, max_iter=cfg.critic_lbfgs_iters, l2=cfg.critic_l2)
+
+        # ---- 5. the record
+        self.iteration = it + 1
+        cg = info.cg
+        row = dict(zip(PROGRESS_COLUMNS, [
+            it + 1, self.total_steps, self.wall_s,
+            *_stats(batch.episode_returns), *_stats(batch.episode_lengths), len(batch.episode_returns),
+            float(info.kl), float(info.entropy), float(info.surrogate_change), int(info.n_backtracks),
+            int(info.status in ("accepted", "fixed_step")), info.status,
+            0 if cg is None else int(cg.n_iter),
+            "" if cg is None else float(backend.to_float(cg.residual_norms[-1])),
+            float(fit.loss_before), float(fit.loss_after), float(ev) if math.isfinite(float(ev)) else "",
+            batch.n_steps / (time.perf_counter() - t_iter),
+        ]))
+        episodes = [(float(r), int(n)) for r, n in zip(batch.episode_returns, batch.episode_lengths)]
+        return Iteration(row=row, episodes=episodes, info=info, trainer=self)
+
+
+def iterate(cfg: TrainConfig, trpo_cfg: TRPOConfig, trainer: Trainer | None = None) -> Iterator[Iteration]:
+    """The training loop with no files: yields one :class:`Iteration` per update until ``cfg.n_iterations``.
+
+    Parameters
+    ----------
+    cfg, trpo_cfg : TrainConfig, TRPOConfig
+    trainer : Trainer, optional
+        Continue this one (e.g. restored from a checkpoint); by default a new one.
+        Its environments are closed when the generator finishes or is closed.
+
+    Yields
+    ------
+    Iteration
+    """
+    trainer = trainer if trainer is not None else Trainer(cfg, trpo_cfg)
+    done = False
+    try:
+        while trainer.iteration < cfg.n_iterations:
+            yield trainer.step()
+        done = True
+    finally:
+        trainer.close(terminate=not done)
+
+
+# ------------------------------------------------------------------------- threads
+@contextlib.contextmanager
+def blas_threads(n: int | None):
+    """Run the block with at most ``n`` BLAS threads (threadpoolctl), then restore; ``None``: leave them.
+
+    The networks here are small: on (N = 1024) × 64 products one BLAS thread is
+    faster than several, and many times faster on a busy machine.
+    """
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=int(n), user_api="blas"):
+        yield
+
+
+# ------------------------------------------------------------------ the run directory
 def _progress_bar(total: int, initial: int, quiet: bool):
     if quiet or not sys.stderr.isatty():
         return None
@@ -468,204 +686,253 @@ def _progress_bar(total: int, initial: int, quiet: bool):
     return tqdm(total=total, initial=initial, unit="step", unit_scale=True, file=sys.stderr)
 
 
+def _plain_line(row: dict, n_iter: int, eval_mean=None) -> str:
+    """One line per iteration off a terminal (SB3 prints a table there)."""
+    ret = row.get("ep_return_mean", "")
+    ev = f"  eval {eval_mean:.1f}" if eval_mean is not None else ""
+    return (f"iteration {row['iteration']}/{n_iter}  steps {row['total_steps']}  "
+            f"return {ret:.1f}" if ret != "" else
+            f"iteration {row['iteration']}/{n_iter}  steps {row['total_steps']}  return n/a") + \
+        f"  kl {row['kl']:.4g}  steps/s {row['steps_per_s']:.0f}{ev}"
+
+
+class _Evaluations:
+    """evaluations.npz (SB3 EvalCallback's layout) and best_policy.npz of a run."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig):
+        self.path = run_dir / "evaluations.npz"
+        self.best_path = run_dir / "best_policy.npz"
+        self.cfg = cfg
+        self.timesteps: list[int] = []
+        self.results: list[list[float]] = []
+        self.lengths: list[list[int]] = []
+
+    def trimmed(self, total_steps: int) -> "_Evaluations":
+        """Load the file's evaluations made at or before ``total_steps`` (a resume); nothing is written."""
+        if self.path.is_file():
+            z = load_npz(self.path)
+            try:
+                keep = [i for i, t in enumerate(z["timesteps"]) if int(t) <= total_steps]
+                self.timesteps = [int(z["timesteps"][i]) for i in keep]
+                self.results = [[float(x) for x in z["results"][i]] for i in keep]
+                self.lengths = [[int(x) for x in z["ep_lengths"][i]] for i in keep]
+            except (KeyError, IndexError) as exc:
+                raise ValueError(f"{self.path}: not an evaluations file ({exc})") from None
+        return self
+
+    @property
+    def best(self) -> float:
+        return max((float(np.mean(r)) for r in self.results), default=-math.inf)
+
+    def due(self, prev_steps: int, total_steps: int) -> bool:
+        f = self.cfg.eval_freq
+        return f > 0 and total_steps // f > prev_steps // f
+
+    def run(self, trainer: Trainer) -> float:
+        """Evaluate, append, rewrite evaluations.npz; best_policy.npz when the mean beats the best so far."""
+        cfg = self.cfg
+        seed = int(np.random.SeedSequence([cfg.seed, 6, trainer.total_steps]).generate_state(1)[0] % (2**31))
+        rets, lens = evaluate_episodes(trainer.policy, trainer.theta, cfg.env_id, cfg.eval_episodes,
+                                       cfg.eval_deterministic, seed, trainer.obs_norm)
+        mean = float(np.mean(rets))
+        improved = mean > self.best
+        self.timesteps.append(int(trainer.total_steps))
+        self.results.append([float(r) for r in rets])
+        self.lengths.append([int(n) for n in lens])
+        self.save()
+        if improved:
+            save_policy(self.best_path, trainer.policy, trainer.theta, trainer.obs_norm, cfg.env_id)
+        return mean
+
+    def save(self) -> None:
+        k = self.cfg.eval_episodes
+        atomic_savez(self.path, {"timesteps": np.asarray(self.timesteps, dtype=np.int64),
+                                 "results": np.asarray(self.results, dtype=np.float64).reshape(-1, k),
+                                 "ep_lengths": np.asarray(self.lengths, dtype=np.int64).reshape(-1, k)})
+
+
+def summary_writer_class():
+    """TensorBoard's ``SummaryWriter`` (tensorboardX, else torch.utils.tensorboard).
+
+    Raises
+    ------
+    ImportError
+        Naming the extra to install.
+    """
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError("TensorBoard logging needs the tensorboard extra: "
+                              "pip install 'trpo-ref[tensorboard]'") from None
+    return SummaryWriter
+
+
+def _tensorboard_writer(log_dir):
+    return summary_writer_class()(str(log_dir))
+
+
 def train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool = False, quiet: bool = False,
-          plot: bool = True, n_blas_threads: int | None = 1) -> dict:
-    """Train a policy; return the last progress row (a dict) plus ``run_dir``.
+          plot: bool = True, n_blas_threads: int | None = 1, tensorboard_log=None, log=None) -> dict:
+    """Train a policy in a run directory; return the last progress row (a dict) plus ``run_dir``.
 
     Parameters
     ----------
     cfg, trpo_cfg : TrainConfig, TRPOConfig
     run_dir : path
-        Created if needed.  With ``resume=True`` it must hold a checkpoint; the
-        configs saved there are used (``cfg.total_steps`` may extend the run).
+        For a new run: missing or empty (created if needed).  With ``resume=True``
+        it must hold a run; it continues from the newest usable checkpoint, or
+        restarts cleanly when it was killed before its first one.  The saved configs
+        are used (``cfg.total_steps`` may extend the run).  The directory is locked
+        for the whole call (:class:`trpo_ref.rundir.RunLock`).
     quiet : bool
-        No progress bar (there is none anyway when stderr is not a terminal).
+        Nothing per iteration: no progress bar on a terminal, no plain line off one.
     plot : bool
         Write plot.png at the end when matplotlib is installed.
     n_blas_threads : int or None
         BLAS threads while training (see :func:`blas_threads`); None leaves them.
+    tensorboard_log : path, optional
+        Also write TensorBoard scalars (SB3's key names, :data:`TENSORBOARD_KEYS`) to
+        ``tensorboard_log/<run name>`` (needs the ``tensorboard`` extra).
+    log : callable, optional
+        Receives each per-iteration line (default: print to stdout).  Notes (a fallback
+        to the previous checkpoint, a restart) go to stderr.
     """
     import scipy.optimize  # noqa: F401  (load SciPy's BLAS too, so that its threads are limited as well)
 
-    with blas_threads(n_blas_threads):
-        return _train(cfg, trpo_cfg, run_dir, resume=resume, quiet=quiet, plot=plot)
-
-
-def _train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool, quiet: bool, plot: bool) -> dict:
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / "checkpoint.npz"
-    progress_path = run_dir / "progress.csv"
-    episodes_path = run_dir / "episodes.csv"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise rundir.RunDirError(f"{run_dir} exists and is not a directory")
+    if not resume:
+        rundir.check_fresh(run_dir)  # before creating anything
+    else:
+        _require_run(run_dir)
+    made = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with rundir.RunLock(run_dir):  # a second process stops here, having touched nothing
+        try:
+            with blas_threads(n_blas_threads):
+                if not resume:
+                    rundir.check_fresh(run_dir)  # again, under the lock: another process may have started
+                return _train(cfg, trpo_cfg, run_dir, resume=resume, quiet=quiet, plot=plot,
+                              tensorboard_log=tensorboard_log, log=log or (lambda s: print(s, flush=True)))
+        except BaseException:
+            if made:
+                rundir.remove_if_empty(run_dir)  # a failed setup leaves no directory behind (lock held)
+            raise
+
+
+def _train(cfg, trpo_cfg, run_dir: Path, *, resume, quiet, plot, tensorboard_log, log) -> dict:
+    progress, episodes = _logs(run_dir)
+    evals = writer = None
+    # ---- 1. everything is read and checked before anything is written
     if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"cannot resume: {ckpt_path} does not exist")
-        saved = read_run_config(run_dir)
+        saved = _require_run(run_dir)  # re-read under the lock
         cfg = dataclasses.replace(TrainConfig.from_dict(saved["train"]), total_steps=cfg.total_steps)
         trpo_cfg = TRPOConfig.from_dict(saved["trpo"])
-        if saved["train"].get("total_steps") != cfg.total_steps:
-            # the run's target changed (extended): record it, so that a later resume without
-            # --total-steps continues towards it
-            saved["train"]["total_steps"] = cfg.total_steps
-            _atomic_write_text(run_dir / "config.json", json.dumps(saved, indent=2) + "\n")
+        ckpt = rundir.load_checkpoint(run_dir)
+        trainer = Trainer(cfg, trpo_cfg)
+        try:
+            if ckpt is not None:
+                meta, arrays, path, note = ckpt
+                trainer.load_state_dict(meta, arrays, where=str(path))
+                if note:
+                    print(f"note: {note}", file=sys.stderr, flush=True)
+            start_it = trainer.iteration
+            progress_text = progress.trimmed(start_it)
+            episodes_text = episodes.trimmed(start_it)
+            if cfg.eval_freq:
+                evals = _Evaluations(run_dir, cfg).trimmed(trainer.total_steps)
+            writer = _tensorboard_writer(Path(tensorboard_log) / run_dir.name) if tensorboard_log else None
+            # ---- 2. then written
+            if saved["train"].get("total_steps") != cfg.total_steps:
+                # the run's target changed (extended): record it, so that a later resume without
+                # --total-steps continues towards it
+                saved["train"]["total_steps"] = cfg.total_steps
+                atomic_write_text(run_dir / "config.json", json.dumps(saved, indent=2) + "\n")
+            progress.replace(progress_text)
+            episodes.replace(episodes_text)
+            if evals is not None:
+                evals.save()
+            if ckpt is None:
+                print(f"note: {run_dir} has no checkpoint (it stopped in its first iteration): starting it again",
+                      file=sys.stderr, flush=True)
+        except BaseException:
+            trainer.close()
+            if writer is not None:
+                writer.close()
+            raise
     else:
-        if ckpt_path.exists():
-            raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
-        if run_dir.exists() and not run_dir.is_dir():
-            raise ValueError(f"{run_dir} exists and is not a directory")
-        # the directory is made once setup has succeeded (a failed setup leaves nothing behind)
+        trainer = Trainer(cfg, trpo_cfg)
+        try:
+            writer = _tensorboard_writer(Path(tensorboard_log) / run_dir.name) if tensorboard_log else None
+            config_doc = {"train": cfg.to_dict(), "trpo": trpo_cfg.to_dict(), "policy": trainer.policy.spec(),
+                          "value": trainer.vf.spec(), "env_id": cfg.env_id}
+            atomic_write_text(run_dir / "config.json", json.dumps(config_doc, indent=2) + "\n")
+            progress.create()
+            episodes.create()
+            if cfg.eval_freq:
+                evals = _Evaluations(run_dir, cfg)
+        except BaseException:
+            trainer.close()
+            if writer is not None:
+                writer.close()
+            raise
 
-    # ---- setup: envs, networks, generators (all seeded from cfg.seed)
-    xp, dev = backend.get_namespace(cfg.device)
-    dtype = backend.resolve_dtype(xp, cfg.dtype)
-    rollout = VectorRollout(cfg.env_id, cfg.n_envs, cfg.seed, cfg.vectorization)
+    # ---- 3. the loop
+    n_iter = cfg.n_iterations
+    start_it = trainer.iteration
+    bar = _progress_bar(n_iter * cfg.steps_per_iteration, trainer.total_steps, quiet)
+    lines = not quiet and bar is None
+    row: dict[str, Any] = {}
+    last_ckpt_t = time.monotonic()
+    loop = iterate(cfg, trpo_cfg, trainer)
     try:
-        policy = make_policy(cfg, rollout)
-        vf = ValueFunction(rollout.obs_dim, cfg.vf_hidden_sizes, cfg.activation)
-        theta = policy.init_params(seed=[cfg.seed, 1], dtype=cfg.dtype, device=cfg.device)
-        w = vf.init_params(seed=[cfg.seed, 2], dtype=cfg.dtype, device=cfg.device)
-        adam = None
-        act_rng = np.random.default_rng([cfg.seed, 3])  # action noise
-        critic_rng = np.random.default_rng([cfg.seed, 4])  # critic minibatch permutations
-        obs_norm = ObsNormalizer(rollout.obs_dim, cfg.obs_clip) if cfg.normalize_obs else None
-        rew_scaler = RewardScaler(cfg.n_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
-        start_it, total_steps, wall_offset = 0, 0, 0.0
-
-        if resume:
-            z = load_npz(ckpt_path)
-            try:
-                meta = json.loads(str(z["meta"]))
-                if not isinstance(meta, dict):
-                    raise ValueError(f"{ckpt_path}: entry 'meta' is not a JSON object (not a trpo_ref checkpoint?)")
-                if meta.get("format") != CHECKPOINT_FORMAT:
-                    raise ValueError(f"{ckpt_path}: unknown checkpoint format {meta.get('format')!r}")
-                theta = backend.from_numpy(z["theta"], xp, dev, dtype)
-                w = backend.from_numpy(z["w"], xp, dev, dtype)
-                if "adam/m" in z:
-                    adam = Adam.from_dict({k[5:]: z[k] for k in z if k.startswith("adam/")}, xp=xp, device=dev)
-                act_rng.bit_generator.state = meta["act_rng"]
-                critic_rng.bit_generator.state = meta["critic_rng"]
-                if obs_norm is not None:
-                    obs_norm.load_state_dict(z)
-                if rew_scaler is not None:
-                    rew_scaler.load_state_dict(z)
-                rollout.load_state_dict(meta["rollout"], z)
-                start_it, total_steps, wall_offset = meta["iteration"], meta["total_steps"], meta["wall_s"]
-            except KeyError as exc:
-                raise ValueError(f"{ckpt_path}: missing entry {exc.args[0] if exc.args else ''!r} "
-                                 "(not a trpo_ref checkpoint?)") from None
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{ckpt_path}: entry 'meta' is not valid JSON ({exc})") from None
-            _truncate_progress(progress_path, start_it)
-            _truncate_episodes(episodes_path, start_it)
-        else:
-            config_doc = {"train": cfg.to_dict(), "trpo": trpo_cfg.to_dict(), "policy": policy.spec(),
-                          "value": vf.spec(), "env_id": cfg.env_id}
-            run_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(run_dir / "config.json", json.dumps(config_doc, indent=2) + "\n")
-            with open(progress_path, "w", newline="") as f:
-                csv.writer(f).writerow(PROGRESS_COLUMNS)
-            with open(episodes_path, "w", newline="") as f:
-                csv.writer(f).writerow(EPISODE_COLUMNS)
-            rollout.start()
-
-        n_iter = cfg.n_iterations
-        bar = _progress_bar(n_iter * cfg.steps_per_iteration, total_steps, quiet)
-        t0 = time.perf_counter() - wall_offset
-        T, E = cfg.n_steps, cfg.n_envs
-        row: dict[str, Any] = {}
-        for it in range(start_it, n_iter):
-            t_iter = time.perf_counter()
-
-            # ---- 1. rollout on the host with the current θ (normaliser frozen)
-            batch = rollout.collect(policy, backend.to_numpy(theta), T, act_rng, obs_norm)
-            total_steps += batch.n_steps
-            if obs_norm is not None:
-                obs_norm.update(batch.raw_obs_teo)
-            rew_te = batch.rew_te
-            if rew_scaler is not None:
-                rew_te = rew_scaler.scale(rew_te, batch.terminated_te | batch.truncated_te)
-
-            # ---- 2. to the device, once; values and GAE
-            def dev_arr(a, dt=dtype):
-                return backend.from_numpy(a, xp, dev, dt)
-
-            obs_no = dev_arr(batch.obs_teo.reshape(T * E, -1))
-            next_obs_no = dev_arr(batch.next_obs_teo.reshape(T * E, -1))
-            if rollout.discrete:
-                act = dev_arr(batch.act_te.reshape(T * E), xp.int64)
-            else:
-                act = dev_arr(batch.act_te.reshape(T * E, -1))
-            val_n = vf.predict(w, obs_no)
-            next_val_n = vf.predict(w, next_obs_no)
-            adv_te, ret_te = gae(dev_arr(rew_te), xp.reshape(val_n, (T, E)), xp.reshape(next_val_n, (T, E)),
-                                 dev_arr(batch.terminated_te, xp.bool), dev_arr(batch.truncated_te, xp.bool),
-                                 cfg.gamma, cfg.gae_lambda)
-            adv_n, ret_n = xp.reshape(adv_te, (T * E,)), xp.reshape(ret_te, (T * E,))
-
-            # ---- 3. the policy update (log π_old evaluated on the update's backend: ratio 1 at θ_old)
-            logp_old = policy.log_prob(theta, obs_no, act)
-            step_cfg = dataclasses.replace(trpo_cfg, seed=int(np.random.SeedSequence([cfg.seed, 5, it]).generate_state(1)[0]))
-            theta, info = trpo_step(policy, theta, Batch(obs_no, act, adv_n, logp_old), step_cfg)
-
-            # ---- 4. the critic
-            ev = explained_variance(val_n, ret_n)
-            if cfg.critic == "adam":
-                w, fit = fit_adam(vf, w, obs_no, ret_n, epochs=cfg.critic_epochs, batch_size=cfg.critic_batch_size,
-                                  lr=cfg.critic_lr, rng=critic_rng, state=adam)
-                adam = fit.state
-            else:
-                w, fit = fit_lbfgs(vf, w, obs_no, ret_n, max_iter=cfg.critic_lbfgs_iters, l2=cfg.critic_l2)
-
-            # ---- 5. log one row
-            wall = time.perf_counter() - t0
-            cg = info.cg
-            row = dict(zip(PROGRESS_COLUMNS, [
-                it + 1, total_steps, wall,
-                *_stats(batch.episode_returns), *_stats(batch.episode_lengths), len(batch.episode_returns),
-                float(info.kl), float(info.entropy), float(info.surrogate_change), int(info.n_backtracks),
-                int(info.status in ("accepted", "fixed_step")), info.status,
-                0 if cg is None else int(cg.n_iter),
-                "" if cg is None else float(backend.to_float(cg.residual_norms[-1])),
-                float(fit.loss_before), float(fit.loss_after), float(ev) if math.isfinite(float(ev)) else "",
-                batch.n_steps / (time.perf_counter() - t_iter),
-            ]))
-            with open(progress_path, "a", newline="") as f:
-                f.write(",".join(_fmt(row[c]) for c in PROGRESS_COLUMNS) + "\n")
-            with open(episodes_path, "a", newline="") as f:
-                for r, n in zip(batch.episode_returns, batch.episode_lengths):
-                    f.write(f"{it + 1},{total_steps},{float(r)!r},{int(n)}\n")
+        for rec in loop:
+            row = rec.row
+            it = row["iteration"]
+            progress.append([[row[c] for c in PROGRESS_COLUMNS]])
+            episodes.append([[it, row["total_steps"], r, n] for r, n in rec.episodes])
+            eval_mean = None
+            if evals is not None and evals.due(row["total_steps"] - rec.trainer.cfg.steps_per_iteration,
+                                               row["total_steps"]):
+                eval_mean = evals.run(trainer)
+            if writer is not None:
+                for key, col in TENSORBOARD_KEYS.items():
+                    if row.get(col, "") != "" and col != "step_status":
+                        writer.add_scalar(key, float(row[col]), row["total_steps"])
+                if eval_mean is not None:
+                    writer.add_scalar("eval/mean_reward", eval_mean, row["total_steps"])
+                    writer.add_scalar("eval/mean_ep_length", float(np.mean(evals.lengths[-1])), row["total_steps"])
             if bar is not None:
-                bar.update(batch.n_steps)
+                bar.update(cfg.steps_per_iteration)
                 ret = row["ep_return_mean"]
                 bar.set_postfix_str(f"return {ret:.1f}  kl {row['kl']:.4f}  {row['steps_per_s']:.0f} steps/s"
                                     if ret != "" else f"kl {row['kl']:.4f}", refresh=False)
-
-            # ---- 6. checkpoint (atomic) every K iterations and at the end
-            if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == n_iter:
-                r_meta, r_arrays = rollout.state_dict()
-                meta = {"format": CHECKPOINT_FORMAT, "iteration": it + 1, "total_steps": total_steps, "wall_s": wall,
-                        "act_rng": act_rng.bit_generator.state, "critic_rng": critic_rng.bit_generator.state,
-                        "rollout": r_meta}
-                arrays = {"meta": _json_array(meta), "theta": backend.to_numpy(theta), "w": backend.to_numpy(w),
-                          **r_arrays}
-                if adam is not None:
-                    arrays.update({f"adam/{k}": v for k, v in adam.to_dict().items()})
-                if obs_norm is not None:
-                    arrays.update(obs_norm.state_dict())
-                if rew_scaler is not None:
-                    arrays.update(rew_scaler.state_dict())
-                _atomic_savez(ckpt_path, arrays)
+            elif lines:
+                log(_plain_line(row, n_iter, eval_mean))
+            # ---- checkpoint: after the first iteration, every K, every checkpoint_seconds, after the last
+            now = time.monotonic()
+            if it == 1 or it % cfg.checkpoint_every == 0 or it == n_iter \
+                    or now - last_ckpt_t >= cfg.checkpoint_seconds:
+                meta, arrays = trainer.state_dict()
+                rundir.save_checkpoint(run_dir, meta, arrays)
+                last_ckpt_t = now
+    finally:
+        loop.close()  # on an interrupt: stops the env workers now (iterate's finally)
         if bar is not None:
             bar.close()
-        if not row:  # nothing left to do (the run had reached its target): report where it stands
-            row = {"iteration": start_it, "total_steps": total_steps}
-            last = read_progress(progress_path)[-1:] if start_it else []
-            if last and last[0].get("ep_return_mean"):
-                row["ep_return_mean"] = float(last[0]["ep_return_mean"])
-    finally:
-        rollout.close()
+        if writer is not None:
+            writer.close()
+    if not row:  # nothing left to do (the run had reached its target): report where it stands
+        row = {"iteration": start_it, "total_steps": trainer.total_steps}
+        last = read_progress(progress.path)[-1:] if start_it else []
+        if last and last[0].get("ep_return_mean"):
+            row["ep_return_mean"] = float(last[0]["ep_return_mean"])
 
-    save_policy(run_dir / "policy.npz", policy, theta, obs_norm, cfg.env_id)
+    save_policy(run_dir / "policy.npz", trainer.policy, trainer.theta, trainer.obs_norm, cfg.env_id)
     if plot:
         try:
             plot_runs([run_dir], run_dir / "plot.png")
@@ -675,79 +942,30 @@ def _train(cfg: TrainConfig, trpo_cfg: TRPOConfig, run_dir, *, resume: bool, qui
 
 
 # ------------------------------------------------------------------------ evaluation
-def evaluate(policy, theta, env_id: str, episodes: int = 10, deterministic: bool = True, seed: int = 12345,
-             obs_normalizer=None) -> np.ndarray:
-    """Returns of ``episodes`` full episodes (one env, seeds from ``seed``)."""
+def evaluate_episodes(policy, theta, env_id: str, episodes: int = 10, deterministic: bool = True,
+                      seed: int = 12345, obs_normalizer=None) -> tuple[np.ndarray, np.ndarray]:
+    """(returns, lengths) of ``episodes`` full episodes (one env, seeds from ``seed``, normaliser frozen)."""
     rollout = VectorRollout(env_id, 1, seed)
     rng = np.random.default_rng(seed)
-    returns = []
+    returns, lengths = [], []
     theta = np.asarray(backend.to_numpy(theta), dtype=np.float64)
     try:
         while len(returns) < episodes:
             b = rollout.collect(policy, theta, 1000, rng, obs_normalizer, deterministic=deterministic)
             returns.extend(b.episode_returns.tolist())
+            lengths.extend(b.episode_lengths.tolist())
     finally:
         rollout.close()
-    return np.asarray(returns[:episodes])
+    return np.asarray(returns[:episodes]), np.asarray(lengths[:episodes], dtype=np.int64)
+
+
+def evaluate(policy, theta, env_id: str, episodes: int = 10, deterministic: bool = True, seed: int = 12345,
+             obs_normalizer=None) -> np.ndarray:
+    """Returns of ``episodes`` full episodes (one env, seeds from ``seed``)."""
+    return evaluate_episodes(policy, theta, env_id, episodes, deterministic, seed, obs_normalizer)[0]
+
+
 
 
 # ----------------------------------------------------------------------------- plots
-def _curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(total_steps, mean episode return) of the iterations where episodes finished."""
-    path = Path(run_dir) / "progress.csv"
-    rows = read_progress(path)
-    with open(path, newline="") as f:
-        header = next(csv.reader(f), [])
-    for c in ("total_steps", "ep_return_mean"):
-        if c not in header:
-            raise ValueError(f"{path}: missing column {c!r} (not a trpo_ref progress.csv?)")
-    pts = [(float(r["total_steps"]), float(r["ep_return_mean"])) for r in rows if r["ep_return_mean"] != ""]
-    if not pts:
-        return np.zeros(0), np.zeros(0)
-    x, y = np.asarray(pts).T
-    return x, y
-
-
-def plot_runs(run_dirs, out_path, title: str | None = None) -> Path:
-    """Learning curves of runs, one panel per env: the mean over runs with a ±1 std band.
-
-    Curves are put on a common step grid (linear interpolation between
-    iterations); a single run is drawn as a line.  Needs matplotlib (the
-    ``plot`` extra); raises ImportError with the install command otherwise.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError("plotting needs matplotlib: pip install 'trpo-ref[plot]'") from exc
-    groups: dict[str, list] = {}
-    for d in run_dirs:
-        d = Path(d)
-        doc = read_run_config(d)
-        env_id = doc.get("env_id", doc["train"]["env_id"])
-        groups.setdefault(env_id, []).append(_curve(d))
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
-    for ax, (env_id, curves) in zip(axes[0], groups.items()):
-        curves = [c for c in curves if len(c[0])]
-        if curves:
-            hi = min(c[0][-1] for c in curves)
-            lo = max(c[0][0] for c in curves)
-            grid = np.linspace(lo, hi, 200)
-            ys = np.stack([np.interp(grid, x, y) for x, y in curves])
-            mean = ys.mean(axis=0)
-            ax.plot(grid, mean, label=f"mean of {len(curves)} run(s)" if len(curves) > 1 else "episode return")
-            if len(curves) > 1:
-                std = ys.std(axis=0)
-                ax.fill_between(grid, mean - std, mean + std, alpha=0.25, label="±1 std over runs")
-        ax.set_title(env_id if title is None else f"{title}: {env_id}")
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("mean episode return per iteration")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-    fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+from .plotting import plot_runs  # noqa: E402  (re-exported: trpo_ref.train.plot_runs)

@@ -6,8 +6,8 @@ equation                                                                        
 :math:`V_w(s_n)`, an MLP ``obs_dim -> ... -> 1``                                                           :meth:`ValueFunction.predict`
 :math:`\ell(w) = \frac1N\sum_n (V_w(s_n) - \hat R_n)^2`                                                    :meth:`ValueFunction.loss`
 :math:`\nabla_w \ell = \sum_n \frac{2}{N}(V_w(s_n) - \hat R_n)\,\nabla_w V_w(s_n)`                         :meth:`ValueFunction.loss_and_grad`
-:math:`\min_w\ \ell(w) + \lambda_2\|w\|^2` by L-BFGS (host, float64)                                       :func:`fit_lbfgs`
-:math:`w \leftarrow w - \alpha\,\hat m/(\sqrt{\hat v} + \epsilon)`, bias-corrected :math:`\hat m, \hat v`  :class:`Adam`, :meth:`Adam.step`
+:math:`\min_w\ \ell(w) + c_{2}\|w\|^2` by L-BFGS (host, float64)                                       :func:`fit_lbfgs`
+:math:`w \leftarrow w - \mathrm{lr}\,\hat m/(\sqrt{\hat v} + \mathtt{eps})`, bias-corrected :math:`\hat m, \hat v`  :class:`Adam`, :meth:`Adam.step`
 minibatch Adam over shuffled epochs (SB3-contrib's critic schedule)                                        :func:`fit_adam`
 :math:`EV = 1 - \mathrm{Var}[\hat R - V]/\mathrm{Var}[\hat R]`                                             :func:`explained_variance`
 =========================================================================================================  ===================================
@@ -294,10 +294,10 @@ class ValueFunction:
 def fit_lbfgs(vf: ValueFunction, w_p, obs_no, ret_n, *, max_iter: int = 25, l2: float = 0.0):
     r"""Fit the critic by full-batch L-BFGS-B (SciPy) on the host in float64.
 
-    .. math:: \min_w\ \frac1N\sum_n \big(V_w(s_n) - \hat R_n\big)^2 + \lambda_2\|w\|^2
+    .. math:: \min_w\ \frac1N\sum_n \big(V_w(s_n) - \hat R_n\big)^2 + c_{2}\|w\|^2
 
     The penalty covers every weight and bias (modular_rl uses
-    :math:`\lambda_2 = 10^{-3}` and 25 iterations; rllab's regressors are
+    :math:`c_{2} = 10^{-3}` and 25 iterations; rllab's regressors are
     alike).  SciPy's defaults for L-BFGS-B are kept (10 correction pairs,
     ``ftol = 2.2e-9``, ``gtol = 1e-5``), the same as the
     ``fmin_l_bfgs_b`` call of modular_rl.
@@ -312,7 +312,7 @@ def fit_lbfgs(vf: ValueFunction, w_p, obs_no, ret_n, *, max_iter: int = 25, l2: 
     max_iter : int
         L-BFGS iterations at most (each may take several evaluations).
     l2 : float
-        :math:`\lambda_2 \ge 0`.
+        :math:`c_{2} \ge 0`.
 
     Returns
     -------
@@ -343,7 +343,7 @@ def fit_lbfgs(vf: ValueFunction, w_p, obs_no, ret_n, *, max_iter: int = 25, l2: 
     def objective(w):
         loss, grad = vf._loss_and_grad(w, obs_host, ret_host)
         if l2:
-            loss = loss + l2 * (w @ w)  # + λ₂ ‖w‖²
+            loss = loss + l2 * (w @ w)  # + c₂ ‖w‖²
             grad = grad + (2.0 * l2) * w  # ∇ λ₂ ‖w‖² = 2 λ₂ w
         return float(loss), np.asarray(grad, dtype=np.float64)
 
@@ -376,11 +376,11 @@ class Adam:
     t : int
         Steps taken so far.
     lr : float
-        Step size :math:`\alpha`.
+        Step size lr.
     beta1, beta2 : float
         Moment decay rates :math:`\beta_1, \beta_2`.
     eps : float
-        :math:`\epsilon`, added to :math:`\sqrt{\hat v}` (PyTorch's placement).
+        Added to :math:`\sqrt{\hat v}` (PyTorch's placement).
     """
 
     m: Any
@@ -430,7 +430,7 @@ class Adam:
             m \leftarrow \beta_1 m + (1-\beta_1) g,\qquad
             v \leftarrow \beta_2 v + (1-\beta_2) g^2 \\
             \hat m &= m/(1-\beta_1^t),\qquad \hat v = v/(1-\beta_2^t),\qquad
-            w \leftarrow w - \alpha\,\hat m/(\sqrt{\hat v} + \epsilon)
+            w \leftarrow w - \mathrm{lr}\,\hat m/(\sqrt{\hat v} + \mathtt{eps})
 
         Parameters
         ----------
@@ -448,9 +448,9 @@ class Adam:
         The operations are ordered as in PyTorch's single-tensor Adam, so the
         two agree to rounding: :math:`m + (1-\beta_1)(g - m)` (``lerp``),
         :math:`\sqrt{\hat v} = \sqrt v/\sqrt{1-\beta_2^t}`, step size
-        :math:`\alpha/(1-\beta_1^t)`.  Since :math:`\hat m = g` and
+        :math:`\mathrm{lr}/(1-\beta_1^t)`.  Since :math:`\hat m = g` and
         :math:`\hat v = g^2` at t = 1, the first step is
-        :math:`-\alpha g/(|g| + \epsilon)`: :math:`\alpha` per coordinate in
+        :math:`-\mathrm{lr}\, g/(|g| + \mathtt{eps})`: lr per coordinate in
         the direction of :math:`-\mathrm{sign}(g)`, whatever the gradient's scale.
         """
         if tuple(w_p.shape) != tuple(self.m.shape) or tuple(grad_p.shape) != tuple(self.m.shape):
@@ -464,8 +464,8 @@ class Adam:
         v = self.beta2 * self.v + (1.0 - self.beta2) * (grad_p * grad_p)  # β₂ v + (1 − β₂) g²
         bias1 = 1.0 - self.beta1 ** t
         bias2 = 1.0 - self.beta2 ** t
-        denom = xp.sqrt(v) / math.sqrt(bias2) + self.eps  # √v̂ + ε
-        w_new = w_p - (self.lr / bias1) * (m / denom)  # w − α m̂ / (√v̂ + ε)
+        denom = xp.sqrt(v) / math.sqrt(bias2) + self.eps  # √v̂ + eps
+        w_new = w_p - (self.lr / bias1) * (m / denom)  # w − lr m̂ / (√v̂ + eps)
         return w_new, dataclasses.replace(self, m=m, v=v, t=t)
 
     def to_dict(self) -> dict[str, np.ndarray]:

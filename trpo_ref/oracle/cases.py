@@ -23,7 +23,8 @@ import numpy as np
 from .. import backend
 from ..cg import conjugate_gradient
 from ..linesearch import improvement_ok, improvement_ratio, kl_ok
-from ..trpo import PRESETS, Batch, TRPOConfig, prepare_update, step_size
+from ..trpo import PRESETS, Batch, TRPOConfig, prepare_update
+from ..trpo import beta as step_beta
 from .io import Trace
 from .record import compute_trace, make_meta
 
@@ -149,7 +150,7 @@ def realistic_case(kind: str = "gaussian", seed: int | None = None, n: int = 256
 #: Planted bugs -> the stage where each is made (the quantity the stage-wise check must name first).
 BUGS = {
     "kl_direction_swapped": "the line search's KL (ls[0].kl)",
-    "damping_missing_from_beta": "(F+λI)x for β (Fx)",
+    "damping_missing_from_beta": "(F+λ_d I)x for β (Fx)",
     "advantages_not_normalized": "the advantages used (adv_used)",
     "zero_fvp": "the first Fisher product (fisher[0].Fv): the old policy was not detached",
     "beta_without_factor_2": "β (beta)",
@@ -287,7 +288,7 @@ def candidate_update(policy, theta, batch: Batch, config: TRPOConfig, *, bug: st
             rec["full"], rec["expected"] = cfg.step_size * x, cfg.step_size * float(np.sum(g * x))
             theta_new, status = th + rec["full"], "fixed_step"
         else:
-            beta = step_size(xFx / 2 if bug == "beta_without_factor_2" else xFx, cfg.max_kl, cfg.step_size_eps)
+            beta = step_beta(xFx / 2 if bug == "beta_without_factor_2" else xFx, cfg.max_kl, cfg.step_size_eps)
             full, expected = beta * x, beta * float(np.sum(g * x))
             rec.update(beta=beta, full=full, expected=expected)
             status = "line_search_failed"

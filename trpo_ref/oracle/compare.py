@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .io import Trace, load_trace
-from .schema import DEFAULT_ATOL, DEFAULT_RTOL, INPUT_KEYS, OUTPUT_KEYS
+from .schema import DEFAULT_ATOL, DEFAULT_RTOL, FIELDS, INPUT_KEYS, OUTPUT_KEYS
 
 __all__ = ["Row", "Report", "compare_traces", "compare_files", "param_locator", "compare_float", "scale_of"]
 
-#: CG's sequences, compared on the scale of the whole sequence.
-_CG_SEQUENCES = ("fisher_v", "fisher_Fv", "cg_iterates", "cg_residual_norms", "cg_pAp")
+#: CG's sequences, compared on the scale of the whole sequence (the schema says which).
+_CG_SEQUENCES = tuple(f.key for f in FIELDS if "whole sequence" in f.end_to_end)
 _LS_FLOAT = ("ls_fraction", "ls_kl", "ls_improvement", "ls_expected_improvement", "ls_ratio")
 _LS_BOOL = ("ls_finite", "ls_kl_ok", "ls_improvement_ok", "ls_accepted")
 
@@ -254,7 +254,7 @@ def compare_traces(reference: Trace, candidate: Trace, rtol: float = DEFAULT_RTO
 
     Rows come in the order the update computes things: inputs, log-probs at
     θ_old, advantages used, surrogate, g, then CG (each Fisher product
-    interleaved with the iterate it produces), x, (F+λI)x, xᵀ(F+λI)x, β, the
+    interleaved with the iterate it produces), x, (F+λ_d I)x, xᵀ(F+λ_d I)x, β, the
     full step, each line-search try (fraction, KL, improvement, expected
     improvement, ratio, decisions), the accepted index, θ_new, the final KL,
     surrogate and surrogate change, the status.  An
@@ -350,11 +350,11 @@ def compare_traces(reference: Trace, candidate: Trace, rtol: float = DEFAULT_RTO
     n_it = max(R.get("cg_iterates", np.zeros((0,))).shape[0], C.get("cg_iterates", np.zeros((0,))).shape[0])
     if "Fx0" in R or "Fx0" in C:
         key("Fx0", "Fx0", OUTPUT_KEYS["Fx0"], locate_p)
-    add_item("cg.r[0]", "‖r₀‖ = ‖g − (F+λI)x₀‖", "cg_residual_norms", 0)
+    add_item("cg.r[0]", "‖r₀‖ = ‖g − (F+λ_d I)x₀‖", "cg_residual_norms", 0)
     for i in range(max(n_prod, n_it)):
         add_item(f"fisher[{i}].v", f"CG direction p_{i}", "fisher_v", i, locate_p)
-        add_item(f"fisher[{i}].Fv", f"(F+λI)p_{i}", "fisher_Fv", i, locate_p)
-        add_item(f"cg.pAp[{i}]", f"p_{i}ᵀ(F+λI)p_{i}", "cg_pAp", i)
+        add_item(f"fisher[{i}].Fv", f"(F+λ_d I)p_{i}", "fisher_Fv", i, locate_p)
+        add_item(f"cg.pAp[{i}]", f"p_{i}ᵀ(F+λ_d I)p_{i}", "cg_pAp", i)
         add_item(f"cg.x[{i + 1}]", f"CG iterate x_{i + 1}", "cg_iterates", i, locate_p)
         add_item(f"cg.r[{i + 1}]", f"‖r_{i + 1}‖", "cg_residual_norms", i + 1)
     add_exact("cg.n_iter", OUTPUT_KEYS["cg_n_iter"], R.get("cg_n_iter"), C.get("cg_n_iter"))

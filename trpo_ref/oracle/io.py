@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_savez
 from ..policy import policy_from_spec
 from ..trpo import Batch, TRPOConfig
 from .schema import FIELDS, FORMAT_NAME, FORMAT_VERSION, INPUT_KEYS, OUTPUT_KEYS, READ_VERSIONS
 
-__all__ = ["Trace", "load_trace", "trace_from_arrays", "version"]
+__all__ = ["Trace", "load_trace", "trace_from_arrays", "check_shapes", "version"]
 
 
 def version() -> str:
@@ -107,8 +106,9 @@ class Trace:
     def save(self, path) -> Path:
         """Write a compressed ``.npz`` atomically (temporary file, then rename).
 
-        A reader never sees a half-written trace: the file appears complete or
-        not at all, and the temporary file is removed on failure.  Returns the path.
+        Through :func:`trpo_ref.fileio.atomic_savez`: a reader never sees a
+        half-written trace, the temporary file is removed on failure, and an
+        ``OSError`` names the file.  Returns the path.
         """
         path = Path(path)
         payload = {"meta_json": _encode_meta(self.meta)}
@@ -116,21 +116,7 @@ class Trace:
         for k, v in payload.items():
             if v.dtype == object:
                 raise ValueError(f"trace array {k!r} has dtype object; only numeric and bool arrays are allowed")
-        directory = path.parent if str(path.parent) else Path(".")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except OSError as exc:
-            _unlink(tmp)
-            raise OSError(exc.errno, f"cannot write trace {path}: {exc.strerror or exc}") from None
-        except BaseException:
-            _unlink(tmp)
-            raise
+        atomic_savez(path, payload, compressed=True)
         return path
 
     def with_arrays(self, **arrays) -> "Trace":
@@ -142,13 +128,6 @@ class Trace:
     def without(self, *keys: str) -> "Trace":
         """A copy without the given keys (a candidate that did not record them)."""
         return Trace(dict(self.meta), {k: v for k, v in self.arrays.items() if k not in keys})
-
-
-def _unlink(path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _encode_meta(meta: dict) -> np.ndarray:
@@ -207,11 +186,18 @@ def trace_from_arrays(arrays: dict[str, Any], where: str = "<trace>") -> Trace:
 
 
 def _upgrade_v1(meta: dict, raw: dict) -> None:
-    """Version 1 kept (F+λI)x₀ as the first row of fisher_v / fisher_Fv; version 2 names it ``Fx0``."""
-    if "cg_x0" in raw and "fisher_v" in raw and "fisher_Fv" in raw and raw["fisher_v"].ndim == 2 \
-            and raw["fisher_v"].shape[0] > 0 and raw["fisher_v"].shape == raw["fisher_Fv"].shape:
-        raw["Fx0"] = raw["fisher_Fv"][0]
-        raw["fisher_v"], raw["fisher_Fv"] = raw["fisher_v"][1:], raw["fisher_Fv"][1:]
+    """Version 1 kept (F+λ_d I)x₀ as the first row of fisher_v / fisher_Fv; version 2 names it ``Fx0``."""
+    if "cg_x0" in raw:
+        if "fisher_Fv" in raw and raw["fisher_Fv"].ndim == 2 and raw["fisher_Fv"].shape[0] > 0:
+            raw["Fx0"] = raw["fisher_Fv"][0]
+            raw["fisher_Fv"] = raw["fisher_Fv"][1:]
+        if "fisher_v" in raw and raw["fisher_v"].ndim == 2 and raw["fisher_v"].shape[0] > 0:
+            raw["fisher_v"] = raw["fisher_v"][1:]
+    # version 1 accepted any numeric dtype for the flags: 0/1 integers become bools
+    for f in FIELDS:
+        a = raw.get(f.key)
+        if f.dtype == "bool" and a is not None and a.dtype.kind in "iu" and np.isin(a, (0, 1)).all():
+            raw[f.key] = a.astype(bool)
     meta["format_version"] = FORMAT_VERSION
     meta["upgraded_from"] = 1
 
@@ -236,6 +222,8 @@ def _validate(raw: dict[str, np.ndarray], where: str) -> Trace:
         raise ValueError(f"{where}: unknown keys ['Fx0'] (format version 1)")
     if fv == 1:
         _upgrade_v1(meta, raw)
+    if "Fx0" in raw and "cg_x0" not in raw:
+        raise ValueError(f"{where}: 'Fx0' ((F+λ_d I)x₀) is recorded but 'cg_x0' (x₀) is not")
     missing = [f.key for f in FIELDS if f.required and f.key not in raw]
     if missing:
         raise ValueError(f"{where}: missing required keys {missing}")
@@ -248,14 +236,14 @@ def _validate(raw: dict[str, np.ndarray], where: str) -> Trace:
         TRPOConfig.from_dict(meta["config"])
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{where}: {exc}") from None
-    _check_shapes(raw, policy, where)
+    check_shapes(raw, policy, where)
     return Trace(meta, raw)
 
 
 _KINDS = {"float": "f", "int": "iu", "bool": "b", "float|int": "fiu"}
 
 
-def _check_shapes(raw: dict, policy, where: str) -> None:
+def check_shapes(raw: dict, policy, where: str) -> None:
     """Every array against its schema shape and dtype; free symbols bound consistently."""
     obs = raw["obs"]
     if obs.ndim != 2 or obs.shape[0] < 1:
@@ -293,6 +281,8 @@ def _check_shapes(raw: dict, policy, where: str) -> None:
                 if "n" in bound and size not in (bound["n"][0], bound["n"][0] + 1):
                     bad(f.key, f"({bound['n'][0]},) or ({bound['n'][0] + 1},) as {bound['n'][1]} says")
                 continue
+            if plus and size == 0 and bound.get(base, (0,))[0] == 0:
+                continue  # CG did not run (n_iter −1): no iterates, no residual norms
             if base in bound and bound[base][0] != value:
                 other = bound[base][1]
                 if base == "T":

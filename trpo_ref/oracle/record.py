@@ -8,8 +8,8 @@ import numpy as np
 
 from .. import backend
 from ..trpo import PRESETS, Batch, TRPOConfig, trpo_step
-from .io import Trace, version
-from .schema import FORMAT_NAME, FORMAT_VERSION
+from .io import Trace, check_shapes, version
+from .schema import FORMAT_NAME, FORMAT_VERSION, INPUT_KEYS, OUTPUT_KEYS
 
 __all__ = ["compute_trace", "recompute", "make_meta"]
 
@@ -127,6 +127,10 @@ def compute_trace(policy, theta, batch: Batch, config: TRPOConfig | None = None,
         "surrogate_change": scalar(info.surrogate_change),
     })
     dtype = "float32" if ft == np.float32 else "float64"
+    unknown = set(arrays) - set(INPUT_KEYS) - set(OUTPUT_KEYS)
+    if unknown:  # the schema names every key a trace may hold
+        raise AssertionError(f"compute_trace recorded keys the schema does not know: {sorted(unknown)}")
+    check_shapes(arrays, policy, "compute_trace")  # and their shapes and dtypes
     return Trace(make_meta(policy, config, preset, info.status, producer, dtype), arrays)
 
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "READ_VERSIONS", "Field", "FIELDS", "INPUT_KEYS", "OUTPUT_KEYS",
-           "field", "markdown_table", "TOLERANCES", "tolerance", "DEFAULT_RTOL", "DEFAULT_ATOL"]
+           "field", "markdown_table", "row_names", "row_pattern", "TOLERANCES", "tolerance", "DEFAULT_RTOL", "DEFAULT_ATOL"]
 
 FORMAT_NAME = "trpo_ref.trace"
 #: Bumped whenever a key is added, removed, or changes shape, dtype or meaning
-#: (docs/trace-format.md, "Version policy").  Version 2 gave (F+λI)x₀ its own
+#: (docs/trace-format.md, "Version policy").  Version 2 gave (F+λ_d I)x₀ its own
 #: key ``Fx0`` (version 1 stored it as the first row of ``fisher_v``/``fisher_Fv``)
 #: and added the optional ``dtype`` to the metadata.
 FORMAT_VERSION = 2
@@ -43,6 +43,7 @@ class Field(NamedTuple):
     stepinfo: str        #: where trpo_step's StepInfo (or its inputs) provides it
     end_to_end: str      #: how --mode end-to-end compares it
     stage_wise: str      #: what the stage-wise check recomputes it from
+    row: str = ""        #: the report's row name(s), k: CG step, j: try ("" = the key itself)
 
 
 F, I_, B = "float", "int", "bool"
@@ -70,56 +71,56 @@ FIELDS: tuple[Field, ...] = (
     Field("entropy", "output", (), F, False, "mean entropy at θ_old", "`info.entropy`", "norm-wise",
           "from the inputs; scale: its terms"),
     Field("g", "output", ("P",), F, False, "g = ∇L(θ_old)", "`info.g`", "norm-wise", "∇L(θ_old) from the inputs"),
-    Field("Fx0", "output", ("P",), F, False, "(F + λI)x₀, CG's first product when x₀ is given",
-          "`info.Fx0`", "norm-wise", "(F+λI)·(the candidate's x₀)"),
+    Field("Fx0", "output", ("P",), F, False, "(F + λ_d I)x₀, CG's first product when x₀ is given",
+          "`info.Fx0`", "norm-wise", "(F+λ_d I)·(the candidate's x₀)"),
     Field("fisher_v", "output", ("K", "P"), F, False, "CG's directions p₀, p₁, … whose Fisher products CG made",
           "`info.fisher_products[k][0]`", "norm-wise on the whole sequence's scale",
-          "p₀ = r₀; p_{k+1} = r_{k+1} + (‖r_{k+1}‖²/‖r_k‖²)·(the candidate's p_k)"),
-    Field("fisher_Fv", "output", ("K", "P"), F, False, "(F + λI)p_k (with SB3's \"mean\" reduction: F/A + λI)",
+          "p₀ = r₀; p_{k+1} = r_{k+1} + (‖r_{k+1}‖²/‖r_k‖²)·(the candidate's p_k)", row="fisher[k].v"),
+    Field("fisher_Fv", "output", ("K", "P"), F, False, "(F + λ_d I)p_k (with SB3's \"mean\" reduction: F/A + λ_d I)",
           "`info.fisher_products[k][1]`", "norm-wise on the whole sequence's scale",
-          "(F+λI)·(the candidate's p_k)"),
+          "(F+λ_d I)·(the candidate's p_k)", row="fisher[k].Fv"),
     Field("cg_iterates", "output", ("n", "P"), F, False, "CG iterates x₁ … xₙ", "`info.cg.iterates`",
-          "norm-wise on the whole sequence's scale", "x_k + α_k p_k from the candidate's x_k, p_k, ‖r_k‖, pₖᵀAp_k"),
+          "norm-wise on the whole sequence's scale", "x_k + τ_k p_k from the candidate's x_k, p_k, ‖r_k‖, pₖᵀAp_k", row="cg.x[k+1]"),
     Field("cg_residual_norms", "output", ("n+1",), F, False, "‖r₀‖ … ‖rₙ‖", "`info.cg.residual_norms`",
-          "norm-wise on the whole sequence's scale", "‖r_k − α_k(F+λI)p_k‖ from the candidate's values"),
-    Field("cg_pAp", "output", ("n|n+1",), F, False, "pₖᵀ(F+λI)pₖ (one more when CG broke down)", "`info.cg.pAp`",
-          "norm-wise on the whole sequence's scale", "the candidate's p_kᵀ·(its (F+λI)p_k)"),
+          "norm-wise on the whole sequence's scale", "‖r_k − τ_k(F+λ_d I)p_k‖ from the candidate's values", row="cg.r[k]"),
+    Field("cg_pAp", "output", ("n|n+1",), F, False, "pₖᵀ(F+λ_d I)pₖ (one more when CG broke down)", "`info.cg.pAp`",
+          "norm-wise on the whole sequence's scale", "the candidate's p_kᵀ·(its (F+λ_d I)p_k)", row="cg.pAp[k]"),
     Field("cg_n_iter", "output", (), I_, False, "n; −1 when CG did not run", "`info.cg.n_iter`", "exact",
-          "the configured cap and stopping rule on the candidate's residual norms"),
+          "the configured cap and stopping rule on the candidate's residual norms", row="cg.n_iter"),
     Field("cg_converged", "output", (), B, False, "CG's stopping rule met", "`info.cg.converged`", "exact",
-          "the stopping rule on the candidate's residual norms"),
+          "the stopping rule on the candidate's residual norms", row="cg.converged"),
     Field("cg_breakdown", "output", (), B, False, "CG broke down (pᵀAp ≤ 0 or not finite)", "`info.cg.breakdown`",
-          "exact", "the candidate's pAp"),
-    Field("step_dir", "output", ("P",), F, False, "x ≈ (F + λI)⁻¹g", "`info.step_dir`", "norm-wise",
+          "exact", "the candidate's pAp", row="cg.breakdown"),
+    Field("step_dir", "output", ("P",), F, False, "x ≈ (F + λ_d I)⁻¹g", "`info.step_dir`", "norm-wise",
           "the candidate's last CG iterate"),
-    Field("Fx", "output", ("P",), F, False, "(F + λI)x, the product β uses", "`info.Fx`", "norm-wise",
-          "(F+λI)·(the candidate's x)"),
-    Field("xFx", "output", (), F, False, "xᵀ(F + λI)x", "`info.xFx`", "norm-wise",
-          "the candidate's x and (F+λI)x; scale Σ|xᵢ(Fx)ᵢ|"),
-    Field("beta", "output", (), F, False, "β = √(2δ / xᵀ(F+λI)x) (NaN when not computed)", "`info.beta`",
-          "norm-wise", "from the candidate's xᵀ(F+λI)x"),
+    Field("Fx", "output", ("P",), F, False, "(F + λ_d I)x, the product β uses", "`info.Fx`", "norm-wise",
+          "(F+λ_d I)·(the candidate's x)"),
+    Field("xFx", "output", (), F, False, "xᵀ(F + λ_d I)x", "`info.xFx`", "norm-wise",
+          "the candidate's x and (F+λ_d I)x; scale Σ|xᵢ(Fx)ᵢ|"),
+    Field("beta", "output", (), F, False, "β = √(2δ / xᵀ(F+λ_d I)x) (NaN when not computed)", "`info.beta`",
+          "norm-wise", "from the candidate's xᵀ(F+λ_d I)x"),
     Field("full_step", "output", ("P",), F, False, "βx (NPG: εx; VPG: εg)", "`info.full_step`", "norm-wise",
           "the candidate's β and x"),
     Field("expected_improvement", "output", (), F, False, "βgᵀx", "`info.expected_improvement`", "norm-wise",
           "the candidate's β, g and x; scale β·Σ|gᵢxᵢ|"),
     Field("ls_fraction", "output", ("T",), F, False, "α^j of each try", "`info.tries[j].fraction`", "norm-wise",
-          "α^j"),
+          "α^j", row="ls[j].fraction"),
     Field("ls_kl", "output", ("T",), F, False, "KL of each try in the configured direction (NaN: not computed)",
-          "`info.tries[j].kl`", "norm-wise", "KL at θ_old + (the candidate's fraction)·(its full step)"),
+          "`info.tries[j].kl`", "norm-wise", "KL at θ_old + (the candidate's fraction)·(its full step)", row="ls[j].kl"),
     Field("ls_improvement", "output", ("T",), F, False, "L(θ_j) − L(θ_old)", "`info.tries[j].improvement`",
-          "norm-wise", "at the candidate's θ_j; scale: the terms of both surrogates"),
+          "norm-wise", "at the candidate's θ_j; scale: the terms of both surrogates", row="ls[j].improvement"),
     Field("ls_expected_improvement", "output", ("T",), F, False, "α^j βgᵀx",
-          "`info.tries[j].expected_improvement`", "norm-wise", "the candidate's fraction × its βgᵀx"),
+          "`info.tries[j].expected_improvement`", "norm-wise", "the candidate's fraction × its βgᵀx", row="ls[j].expected_improvement"),
     Field("ls_ratio", "output", ("T",), F, False, "improvement / expected improvement", "`info.tries[j].ratio`",
-          "norm-wise", "the candidate's improvement / its expected improvement"),
+          "norm-wise", "the candidate's improvement / its expected improvement", row="ls[j].ratio"),
     Field("ls_finite", "output", ("T",), B, False, "finiteness test of each try", "`info.tries[j].finite`",
-          "exact", "the configured rule on the candidate's values"),
+          "exact", "the configured rule on the candidate's values", row="ls[j].decision"),
     Field("ls_kl_ok", "output", ("T",), B, False, "KL test of each try", "`info.tries[j].kl_ok`", "exact",
-          "the configured rule on the candidate's KL"),
+          "the configured rule on the candidate's KL", row="ls[j].decision"),
     Field("ls_improvement_ok", "output", ("T",), B, False, "improvement test of each try",
-          "`info.tries[j].improvement_ok`", "exact", "the configured rule on the candidate's values"),
+          "`info.tries[j].improvement_ok`", "exact", "the configured rule on the candidate's values", row="ls[j].decision"),
     Field("ls_accepted", "output", ("T",), B, False, "each try accepted", "`info.tries[j].accepted`", "exact",
-          "all tests of the try"),
+          "all tests of the try", row="ls[j].decision"),
     Field("accepted_index", "output", (), I_, False, "index of the accepted try; −1 for none",
           "`info.accepted_index`", "exact", "the first try the rule accepts"),
     Field("theta_new", "output", ("P",), F, True, "θ_new (θ_old bit for bit when no step is taken)",
@@ -148,6 +149,22 @@ def field(key: str) -> Field:
         raise KeyError(f"no trace key {key!r}") from None
 
 
+def row_names(key: str) -> str:
+    """The report row(s) of ``key``: ``Field.row``, or the key itself; inputs are ``input.<key>``."""
+    f = field(key)
+    if f.role == "input":
+        return f"input.{key}"
+    return f.row or key
+
+
+def row_pattern(key: str) -> "re.Pattern":
+    """A regular expression matching every report row of ``key``."""
+    import re
+
+    text = re.escape(row_names(key)).replace(r"\[k\+1\]", r"\[\d+\]").replace(r"\[k\]", r"\[\d+\]")
+    return re.compile(text.replace(r"\[j\]", r"\[\d+\]") + "$")
+
+
 def _shape_text(shape: tuple) -> str:
     if shape == ("act",):
         return "(N, A) / (N,)"
@@ -160,12 +177,14 @@ def markdown_table(role: str) -> str:
     """The Markdown table of the inputs or outputs (``role`` "input" or "output") for docs/trace-format.md."""
     if role not in ("input", "output"):
         raise ValueError(f"role must be 'input' or 'output', got {role!r}")
-    lines = ["| key | shape | dtype | required | meaning | recorded from | stage-wise check recomputes it from |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| key | shape | dtype | required | meaning | recorded from | report row | "
+             "stage-wise check recomputes it from |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for f in FIELDS:
         if f.role == role:
             lines.append(f"| `{f.key}` | {_shape_text(f.shape)} | {f.dtype} | {'yes' if f.required else 'no'} | "
-                         f"{f.meaning.replace('|', chr(92) + '|')} | {f.stepinfo} | {f.stage_wise} |")
+                         f"{f.meaning.replace('|', chr(92) + '|')} | {f.stepinfo} | "
+                         f"`{row_names(f.key) if f.role == 'output' else '—'}` | {f.stage_wise} |")
     return "\n".join(lines)
 
 
@@ -174,8 +193,8 @@ def markdown_table(role: str) -> str:
 #: ``max|c − r| ≤ max(rtol·max|r|, terms_rtol·terms)``, where ``terms`` is the size of the terms
 #: the quantity is computed from (it matters for a quantity that cancels: the surrogate at θ_old
 #: with normalised advantages, a late CG residual, an improvement at a small step).
-#: Measured (docs/trace-format.md, "Tolerances"): correct float64 updates reach 2.4e-15 relative to
-#: the value, float32 ones 1.6e-6; every planted bug is at least 7e-10 (float64).
+#: Measured on the realistic cases of every preset (docs/trace-format.md): correct float64 updates
+#: reach 1.4e-14, float32 ones 1.9e-6; the smallest planted-bug effect is 4.1e-9 (float64).
 TOLERANCES: dict[str, tuple[float, float]] = {"float64": (1e-10, 1e-12), "float32": (1e-4, 1e-4)}
 
 #: End-to-end defaults (``--mode end-to-end``, :func:`compare_traces`) for float64

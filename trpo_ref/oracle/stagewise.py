@@ -12,19 +12,19 @@ candidate's quantity                recomputed from
 ==================================  =================================================================
 logp, adv_used, surrogate_before,   the inputs
 entropy, g
-Fx0                                 (F+λI)·(the candidate's x₀)
-fisher[k].v                         p₀ = r₀ = g − (F+λI)x₀; p_{k+1} = r_{k+1} + (‖r_{k+1}‖²/‖r_k‖²) p_k
-fisher[k].Fv                        (F+λI)·(the candidate's p_k)
-cg.pAp[k], cg.x[k+1], cg.r[k+1]     the candidate's p_k, (F+λI)p_k, x_k and ‖r_k‖ (α_k = ‖r_k‖²/p_kᵀAp_k)
+Fx0                                 (F+λ_d I)·(the candidate's x₀)
+fisher[k].v                         p₀ = r₀ = g − (F+λ_d I)x₀; p_{k+1} = r_{k+1} + (‖r_{k+1}‖²/‖r_k‖²) p_k
+fisher[k].Fv                        (F+λ_d I)·(the candidate's p_k)
+cg.pAp[k], cg.x[k+1], cg.r[k+1]     the candidate's p_k, (F+λ_d I)p_k, x_k and ‖r_k‖ (τ_k = ‖r_k‖²/p_kᵀAp_k)
 cg.n_iter, converged, breakdown     the configured cap and stopping rule on the candidate's residuals
-step_dir, Fx, xFx, beta,            the candidate's last iterate, its x, (F+λI)x, β and g
+step_dir, Fx, xFx, beta,            the candidate's last iterate, its x, (F+λ_d I)x, β and g
 full_step, expected_improvement
 ls[j].*                             θ_j = θ_old + (its fraction)·(its full step); the rule on its values
 accepted_index, theta_new, kl, …    the rule; the candidate's accepted θ
 ==================================  =================================================================
 
 The residual vectors r_k are not in a trace; they are rebuilt by CG's own
-recurrence r_{k+1} = r_k − α_k (F+λI)p_k from the candidate's r₀, α_k and
+recurrence r_{k+1} = r_k − τ_k (F+λ_d I)p_k from the candidate's r₀, τ_k and
 products, so their rounding adds up but is never amplified.
 
 Each row passes when ``max|c − r| ≤ max(rtol·max|r|, terms_rtol·terms)``:
@@ -42,7 +42,7 @@ import math
 import numpy as np
 
 from ..linesearch import improvement_ok, improvement_ratio, kl_ok
-from ..trpo import prepare_update, step_size
+from ..trpo import beta as step_beta, prepare_update
 from .compare import Report, Row, compare_float, param_locator
 from .io import Trace
 from .schema import OUTPUT_KEYS, tolerance
@@ -51,7 +51,7 @@ __all__ = ["check_stagewise", "surrogate_terms", "kl_terms", "entropy_terms"]
 
 
 def surrogate_terms(policy, theta, prep, entropy_coef: float = 0.0) -> float:
-    r"""Size of the terms of :math:`L(\theta)`: :math:`\frac1N\sum_n |r_n(\theta)\hat A_n|` (+ |c_H H̄|)."""
+    r"""Size of the terms of :math:`L(\theta)`: :math:`\frac1N\sum_n |r_n(\theta)\hat A_n|`, plus :math:`|c_H \bar H|` with an entropy bonus."""
     logp = policy.log_prob(theta, prep.obs, prep.act)
     terms = float(np.mean(np.abs(np.exp(logp - prep.logp_old) * prep.adv)))
     if entropy_coef:
@@ -79,7 +79,7 @@ def kl_terms(policy, theta_old, theta, obs, reverse: bool) -> float:
 
 
 def entropy_terms(policy, theta, obs) -> float:
-    r"""Size of the terms of the mean entropy: Σ_a(|log σ_a| + ½log 2πe) (Gaussian), H itself (categorical)."""
+    r"""Size of the terms of the mean entropy: :math:`\sum_a (|\log\sigma_a| + \tfrac12\log 2\pi e)` (Gaussian), H itself (categorical)."""
     if policy.kind == "gaussian":
         ls = theta[policy.mlp.num_params:]
         return float(np.sum(np.abs(ls)) + 0.5 * math.log(2 * math.pi * math.e) * ls.shape[0])
@@ -130,19 +130,31 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
     locate_p = param_locator(policy)
     rows: list[Row] = []
     borrowed: list[str] = []
+    notes_pre: list[str] = []
     c_ent = cfg.entropy_coef
 
+    # A candidate's θ may be non-finite (a bug): its quantities are then NaN, and the row fails.
+    def is_finite(th):
+        return bool(np.all(np.isfinite(th)))
+
     def objective(th):
+        if not is_finite(th):
+            return math.nan
         val = float(policy.surrogate(th, prep.obs, prep.act, prep.adv, prep.logp_old))
         return val + (c_ent * float(policy.entropy(th, prep.obs)) if c_ent else 0.0)
 
     def kl_at(th):
-        return prep.kl_scale * float(policy.kl(theta, th, prep.obs, reverse=prep.reverse))
+        return prep.kl_scale * float(policy.kl(theta, th, prep.obs, reverse=prep.reverse)) if is_finite(th) else math.nan
 
     def kl_scale_of(th):
-        return prep.kl_scale * kl_terms(policy, theta, th, prep.obs, prep.reverse)
+        return prep.kl_scale * kl_terms(policy, theta, th, prep.obs, prep.reverse) if is_finite(th) else 0.0
 
-    def A(v):  # (F + λI)v in float64 on the Fisher samples
+    def terms_at(th):
+        return surrogate_terms(policy, th, prep, c_ent) if is_finite(th) else 0.0
+
+    def A(v):  # (F + λ_d I)v in float64 on the Fisher samples (NaN for a non-finite v)
+        if not is_finite(v):
+            return np.full_like(v, math.nan)
         fv = fisher(v)
         return (prep.kl_scale * fv if prep.kl_scale != 1.0 else fv) + cfg.cg_damping * v
 
@@ -197,42 +209,64 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
 
     n_iter_c = int(C.get("cg_n_iter", O["cg_n_iter"]))
     method = cfg.method
-    ran_cg = method != "vpg" and n_iter_c >= 0
-    x = np.zeros_like(theta)
+    skipped = cfg.skip_if_zero_grad and bool(np.allclose(g, 0))
+    cg_expected = not skipped and method != "vpg" and bool(np.any(g))
+    ran_cg = n_iter_c >= 0
+    if cg_expected != ran_cg:
+        exact("cg.n_iter", OUTPUT_KEYS["cg_n_iter"], np.array(-1 if not cg_expected else cfg.cg_iters),
+              np.array(n_iter_c), "CG must not run: " + ("g ≈ 0 and the config skips the update" if skipped else
+                                                      "method vpg" if method == "vpg" else "g = 0")
+              if not cg_expected else "the config's method needs CG")
+    ran_cg = ran_cg and cg_expected
+    if x0_in is None and cfg.cg_x0 == "random" and ran_cg:
+        x0_in = prep.x0
+        notes_pre.append("note: cg_x0 not recorded; assumed the config's seeded random start (seed "
+                         f"{cfg.seed}), as trpo_ref would draw it")
+    x = np.zeros_like(theta) if x0_in is None else x0_in.copy()
     if ran_cg:
         fisher = policy.fisher_operator(theta, prep.fisher_obs)
-        # Fisher products first: their largest gain max|Av|/max|v| is the scale of
-        # a product's rounding (relative to ‖A‖‖v‖, not to a small ‖Av‖).
-        V = cand("fisher_v", O["fisher_v"])
-        AV = [A(v) for v in V]
-        iters = C.get("cg_iterates")
-        if iters is not None and n_iter_c > 0 and iters.shape[0] >= n_iter_c:
-            last = iters[n_iter_c - 1]
-        elif n_iter_c == 0:
-            last = x0_in if x0_in is not None else np.zeros_like(theta)
-        else:
-            last = O["step_dir"]
-        step_c = cand("step_dir", last)
-        Ax = A(step_c)
-        Ax0 = A(x0_in) if x0_in is not None else None
-        gains = [np.abs(av).max() / np.abs(v).max() for v, av in zip([*V, step_c], [*AV, Ax]) if np.abs(v).max() > 0]
+        V_c, AV_c, X_c = C.get("fisher_v"), C.get("fisher_Fv"), C.get("cg_iterates")
+        rn_c = C.get("cg_residual_norms")
+        if rn_c is None:
+            borrowed.append("cg_residual_norms")
+        lengths = [a.shape[0] for a in (V_c, AV_c, X_c) if a is not None]
+        n_loop = min(max(lengths + [n_iter_c]), cfg.cg_iters + 1)  # the candidate's CG, one past the cap at most
+        # The largest gain max|Av|/max|v| among the products is the scale of a product's
+        # rounding (relative to ‖A‖‖v‖, not to a small ‖Av‖).
+        AV = {k: A(V_c[k]) for k in range(min(n_loop, V_c.shape[0]))} if V_c is not None else {}
+        Ag = A(g)
+        gains = [float(np.abs(av).max() / np.abs(V_c[k]).max()) for k, av in AV.items() if np.abs(V_c[k]).max() > 0]
+        if np.abs(g).max() > 0:
+            gains.append(float(np.abs(Ag).max() / np.abs(g).max()))
         gain = max(gains + [cfg.cg_damping])
 
         def A_scale(v, av):
             return max(float(np.abs(av).max()), gain * float(np.abs(v).max()))
 
+        def entry(key, k, name, desc):
+            """The candidate's entry k of ``key``: its value, None when the key is not recorded (skipped,
+            noted), or a FAIL row when the key is recorded but ends before entry k."""
+            a = C.get(key)
+            if a is None:
+                if key not in borrowed:
+                    borrowed.append(key)
+                return None, False
+            if k >= a.shape[0]:
+                rows.append(Row(name, desc, (), math.inf, math.inf, "FAIL", "missing in the candidate"))
+                return None, True
+            return a[k], False
+
         if x0_in is not None:
+            Ax0 = A(x0_in)
             row("Fx0", OUTPUT_KEYS["Fx0"], Ax0, C.get("Fx0"), A_scale(x0_in, Ax0), locate_p)
             Fx0 = cand("Fx0", Ax0)
             r = g - Fx0
             r_scale = float(np.abs(g).max() + np.abs(Fx0).max())
             rn_scale = float(np.linalg.norm(g) + np.linalg.norm(Fx0))
-            x = x0_in.copy()
         else:
             r, r_scale, rn_scale = g.copy(), float(np.abs(g).max()), float(np.linalg.norm(g))
-        rn_c = C.get("cg_residual_norms")
-        row("cg.r[0]", "‖r₀‖ = ‖g − (F+λI)x₀‖", float(np.linalg.norm(r)), None if rn_c is None else rn_c[0],
-            scale=rn_scale)
+        row("cg.r[0]", "‖r₀‖ = ‖g − (F+λ_d I)x₀‖", float(np.linalg.norm(r)),
+            None if rn_c is None or rn_c.shape[0] == 0 else rn_c[0], scale=rn_scale)
         b_norm = float(np.linalg.norm(g))
 
         def rr_of(k, r_vec):  # the candidate's ‖r_k‖², or ours when not recorded
@@ -245,36 +279,55 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
         if rr == 0.0 or (cfg.cg_check_initial and _stopping_rule(cfg, rr, b_norm)):
             expected_n, converged = 0, True
         k = 0
-        K = V.shape[0]
-        if "fisher_Fv" not in C and K:
-            borrowed.append("fisher_Fv")
-        while k < K and not converged:
-            p_c = V[k]
-            row(f"fisher[{k}].v", f"CG direction p_{k}", p_ref, item("fisher_v", k), scale=p_scale, locate=locate_p)
-            row(f"fisher[{k}].Fv", f"(F+λI)p_{k}", AV[k], item("fisher_Fv", k), A_scale(p_c, AV[k]), locate_p)
-            Ap_c = C["fisher_Fv"][k] if "fisher_Fv" in C else AV[k]
+        cg_forced = True  # every CG step checked from the candidate's own values
+        while k < n_loop and not converged:
+            p_c, gone = entry("fisher_v", k, f"fisher[{k}].v", f"CG direction p_{k}")
+            if gone:
+                break
+            pAp_rec = item("cg_pAp", k)
+            if p_c is None and X_c is not None and k < X_c.shape[0] and pAp_rec is not None \
+                    and rn_c is not None and k < rn_c.shape[0]:
+                # no directions recorded: the candidate's step x_{k+1} − x_k = τ_k p_k gives p_k
+                p_c = (X_c[k] - x) / (rr / (float(pAp_rec) + cfg.cg_alpha_eps))
+            if p_c is None:
+                p_c = p_ref                                                 # nothing to force: trpo_ref's CG
+                cg_forced = False
+            else:
+                row(f"fisher[{k}].v", f"CG direction p_{k}", p_ref, p_c, scale=p_scale, locate=locate_p)
+            Ap_ours = AV[k] if k in AV else A(p_c)
+            Ap_c, gone = entry("fisher_Fv", k, f"fisher[{k}].Fv", f"(F+λ_d I)p_{k}")
+            if gone:
+                break
+            if Ap_c is None:
+                Ap_c = Ap_ours
+            else:
+                row(f"fisher[{k}].Fv", f"(F+λ_d I)p_{k}", Ap_ours, Ap_c, A_scale(p_c, Ap_ours), locate_p)
             pAp_ref = float(p_c @ Ap_c)
             pAp_cand = item("cg_pAp", k)
-            row(f"cg.pAp[{k}]", f"p_{k}ᵀ(F+λI)p_{k}", pAp_ref, pAp_cand, scale=float(np.abs(p_c * Ap_c).sum()))
+            if cg_forced:
+                row(f"cg.pAp[{k}]", f"p_{k}ᵀ(F+λ_d I)p_{k}", pAp_ref, pAp_cand, scale=float(np.abs(p_c * Ap_c).sum()))
             pAp = float(pAp_cand) if pAp_cand is not None else pAp_ref
             if not (math.isfinite(pAp) and pAp > 0.0):
                 breakdown, expected_n = True, k
                 break
-            alpha = rr / (pAp + cfg.cg_alpha_eps)                          # α_k = ‖r_k‖² / pᵀAp
-            x_c_prev = x if k == 0 else item("cg_iterates", k - 1)
-            if x_c_prev is None:
-                x_c_prev = O["cg_iterates"][k - 1] if k - 1 < O["cg_iterates"].shape[0] else x
-            x_ref = x_c_prev + alpha * p_c                                  # x_{k+1} = x_k + α_k p_k
-            row(f"cg.x[{k + 1}]", f"CG iterate x_{k + 1}", x_ref, item("cg_iterates", k),
-                scale=float(np.abs(x_c_prev).max() + abs(alpha) * np.abs(p_c).max()), locate=locate_p)
-            r_new = r - alpha * Ap_c                                        # r_{k+1} = r_k − α_k A p_k
+            alpha = rr / (pAp + cfg.cg_alpha_eps)                          # τ_k = ‖r_k‖² / pᵀAp
+            x_ref = x + alpha * p_c                                         # x_{k+1} = x_k + τ_k p_k
+            x_c, gone = entry("cg_iterates", k, f"cg.x[{k + 1}]", f"CG iterate x_{k + 1}")
+            if gone:
+                break
+            if x_c is not None:
+                row(f"cg.x[{k + 1}]", f"CG iterate x_{k + 1}", x_ref, x_c,
+                    scale=float(np.abs(x).max() + abs(alpha) * np.abs(p_c).max()), locate=locate_p)
+            x = x_ref if x_c is None else x_c                               # the candidate's x_{k+1}
+            r_new = r - alpha * Ap_c                                        # r_{k+1} = r_k − τ_k A p_k
             r_scale += abs(alpha) * float(np.abs(Ap_c).max())
             rn_scale += abs(alpha) * float(np.linalg.norm(Ap_c))
-            row(f"cg.r[{k + 1}]", f"‖r_{k + 1}‖", float(np.linalg.norm(r_new)),
-                None if rn_c is None or k + 1 >= rn_c.shape[0] else rn_c[k + 1], scale=rn_scale)
+            if cg_forced:
+                row(f"cg.r[{k + 1}]", f"‖r_{k + 1}‖", float(np.linalg.norm(r_new)),
+                    None if rn_c is None or k + 1 >= rn_c.shape[0] else rn_c[k + 1], scale=rn_scale)
             rr_new = rr_of(k + 1, r_new)
             beta_k = rr_new / rr
-            p_ref = r_new + beta_k * p_c                                    # p_{k+1} = r_{k+1} + β_k p_k
+            p_ref = r_new + beta_k * p_c                                    # p_{k+1} = r_{k+1} + ω_k p_k
             p_scale = r_scale + abs(beta_k) * float(np.abs(p_c).max())
             r, rr = r_new, rr_new
             k += 1
@@ -284,19 +337,27 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
             if k >= cfg.cg_iters:
                 break
         expected_n = min(expected_n, cfg.cg_iters)
-        if not breakdown and K < expected_n and expected_n > 0:
-            why = (f"CG stopped after {K} iterations; the rule (cap {cfg.cg_iters}, stopping rule "
+        if not breakdown and k < expected_n:
+            why = (f"CG stopped after {k} iterations; the rule (cap {cfg.cg_iters}, stopping rule "
                    f"{'rᵀr < %g' % cfg.cg_residual_tol if cfg.cg_residual_tol is not None else 'none'}) "
-                   f"was not met at ‖r_{K}‖ = {math.sqrt(rr):.3e}")
+                   f"was not met at ‖r_{k}‖ = {math.sqrt(rr):.3e}")
         else:
             why = f"cap {cfg.cg_iters}"
         exact("cg.n_iter", OUTPUT_KEYS["cg_n_iter"], np.array(expected_n if not breakdown else k),
               C.get("cg_n_iter"), why)
         exact("cg.converged", OUTPUT_KEYS["cg_converged"], np.array(converged), C.get("cg_converged"))
         exact("cg.breakdown", OUTPUT_KEYS["cg_breakdown"], np.array(breakdown), C.get("cg_breakdown"))
+        last = x
+        step_c = cand("step_dir", last)
+        Ax = A(step_c)
 
         # ---------------------------------------------------------- x, β, full step
-        row("step_dir", OUTPUT_KEYS["step_dir"], last, C.get("step_dir"), locate=locate_p)
+        if cg_forced:
+            row("step_dir", OUTPUT_KEYS["step_dir"], last, C.get("step_dir"), locate=locate_p)
+        else:
+            rows.append(Row("step_dir", OUTPUT_KEYS["step_dir"], tuple(np.shape(last)), math.nan, math.nan,
+                            "skipped", "CG's directions and iterates not recorded: x cannot be recomputed "
+                            "stage-wise (end-to-end it amplifies rounding)"))
         x = step_c
         row("Fx", OUTPUT_KEYS["Fx"], Ax, C.get("Fx"), A_scale(x, Ax), locate_p)
         Fx = cand("Fx", Ax)
@@ -305,12 +366,15 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
         xFx = float(cand("xFx", xFx_ref))
     gx_terms = float(np.abs(g * x).sum())
     status_ref = None
-    if method == "vpg":
+    if skipped:
+        full_ref, exp_ref, exp_scale = np.zeros_like(theta), math.nan, 0.0
+        status_ref = "skipped"
+    elif method == "vpg":
         full_ref, exp_ref = cfg.step_size * g, cfg.step_size * float(g @ g)
         exp_scale = cfg.step_size * float((g * g).sum())
     elif not ran_cg:
         full_ref, exp_ref, exp_scale = np.zeros_like(theta), math.nan, 0.0
-        status_ref = "skipped" if (cfg.skip_if_zero_grad and np.allclose(g, 0)) else "zero_gradient"
+        status_ref = "zero_gradient"
     elif not (math.isfinite(xFx) and xFx > 0):
         full_ref, exp_ref, exp_scale = np.zeros_like(theta), math.nan, 0.0
         status_ref = "nonpositive_curvature"
@@ -318,7 +382,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
         full_ref, exp_ref = cfg.step_size * x, cfg.step_size * float(g @ x)
         exp_scale = cfg.step_size * gx_terms
     else:
-        beta_ref = step_size(xFx, cfg.max_kl, cfg.step_size_eps)
+        beta_ref = step_beta(xFx, cfg.max_kl, cfg.step_size_eps)
         row("beta", OUTPUT_KEYS["beta"], beta_ref, C.get("beta"))
         beta = float(cand("beta", beta_ref))
         full_ref, exp_ref, exp_scale = beta * x, beta * float(g @ x), abs(beta) * gx_terms
@@ -347,7 +411,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
                 row(f"ls[{j}].kl", f"KL of try {j}", kl_j, c_kl, scale=kl_scale_of(th_j))
             imp_ref = objective(th_j) - L_old
             row(f"ls[{j}].improvement", f"L(θ_{j}) − L(θ_old) of try {j}", imp_ref, item("ls_improvement", j),
-                scale=surrogate_terms(policy, th_j, prep, c_ent) + terms_old)
+                scale=terms_at(th_j) + terms_old)
             row(f"ls[{j}].expected_improvement", f"α^{j} βgᵀx of try {j}", frac * expected,
                 item("ls_expected_improvement", j), scale=abs(frac * expected))
             imp = float(cand_item("ls_improvement", j, imp_ref, C, borrowed))
@@ -390,7 +454,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
     kl_new = kl_at(th_new) if moved else 0.0
     row("kl", OUTPUT_KEYS["kl"], kl_new, C.get("kl"), scale=kl_scale_of(th_new))
     L_new = objective(th_new) if moved else L_old
-    terms_new = surrogate_terms(policy, th_new, prep, c_ent)
+    terms_new = terms_at(th_new)
     row("surrogate_after", OUTPUT_KEYS["surrogate_after"], L_new, C.get("surrogate_after"), scale=terms_new)
     row("surrogate_change", OUTPUT_KEYS["surrogate_change"], L_new - L_old, C.get("surrogate_change"),
         scale=terms_new + terms_old)
@@ -402,7 +466,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
     arch = "-".join(str(s) for s in [spec.get("obs_dim"), *spec.get("hidden_sizes", []), spec.get("out_dim")])
     header.append(f"policy: {spec.get('kind')} {arch} {spec.get('activation')}; preset: {trace.preset}; "
                   f"N = {C['obs'].shape[0]}")
-    notes = []
+    notes = list(notes_pre)
     if borrowed:
         notes.append("not recorded by the candidate, taken from trpo_ref's own chain (recomputed from the "
                      "candidate's upstream values where it has them): " + ", ".join(borrowed))
