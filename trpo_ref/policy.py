@@ -739,7 +739,13 @@ class PolicyAt:
         Parameters
         ----------
         adv_n : array (N,)
+            Advantage estimates Â_n.
         logp_old_n : array (N,)
+            :math:`\log\pi_{old}(a_n|s_n)` recorded at sampling time.
+
+        Returns
+        -------
+        surr : 0-d array
         """
         adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
         return self._xp.mean(self._xp.exp(self.log_prob() - logp_old_n) * adv_n)
@@ -750,7 +756,13 @@ class PolicyAt:
         Parameters
         ----------
         adv_n : array (N,)
+            Advantage estimates Â_n.
         logp_old_n : array (N,)
+            :math:`\log\pi_{old}(a_n|s_n)` recorded at sampling time.
+
+        Returns
+        -------
+        float
         """
         adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
         xp = self._xp
@@ -762,7 +774,13 @@ class PolicyAt:
         Parameters
         ----------
         adv_n : array (N,)
+            Advantage estimates Â_n.
         logp_old_n : array (N,)
+            :math:`\log\pi_{old}(a_n|s_n)` recorded at sampling time.
+
+        Returns
+        -------
+        grad_p : array (P,)
         """
         adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
         w_n = self._xp.exp(self.log_prob() - logp_old_n) * adv_n / self.n
@@ -785,6 +803,11 @@ class PolicyAt:
         old : PolicyAt
             The policy at θ_old on the same observations.
         reverse : bool
+            Use :math:`KL(\pi_\theta\|\pi_{old})` instead.
+
+        Returns
+        -------
+        kl : 0-d array
         """
         kl_n = self.policy._kl(self.phi, old.phi) if reverse else self.policy._kl(old.phi, self.phi)
         return self._xp.mean(kl_n)
@@ -795,7 +818,11 @@ class PolicyAt:
         Parameters
         ----------
         damping : float
-            λ_d.
+            λ_d >= 0 added on the diagonal.
+
+        Returns
+        -------
+        FisherOperator
         """
         return self.policy.fisher_operator(self.theta, self.obs, damping, forward=(self.out, self.cache))
 
