@@ -33,9 +33,9 @@ try:
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError("trpo_ref.torch needs PyTorch: pip install 'trpo-ref[torch]'") from exc
 
+from .config import PRESETS, TRPOConfig
 from .oracle.compare import param_locator
 from .policy import CategoricalMLPPolicy, GaussianMLPPolicy
-from .trpo import PRESETS, TRPOConfig
 
 __all__ = ["TorchBridge", "from_module", "to_module", "to_numpy", "Recorder"]
 
@@ -394,7 +394,7 @@ class Recorder:
     config : TRPOConfig or dict, optional
         The conventions of the update; a dict overrides fields of ``preset``.
     preset : str, optional
-        A key of :data:`~trpo_ref.trpo.PRESETS` (``"tianshou"``, ``"skrl"``, ...).
+        A key of :data:`~trpo_ref.config.PRESETS` (``"tianshou"``, ``"skrl"``, ...).
     x0 : vector, optional
         CG's start in module order when it is not 0.
     dtype : {"float64", "float32"}, optional
@@ -405,7 +405,7 @@ class Recorder:
     Examples
     --------
     ``rec.g(grad)``, ``rec.fvp(fvp)`` (wraps the FVP so every call is recorded),
-    ``rec.cg(x_k=..., residual_norm=...)``, ``rec.step(x=..., beta=..., ...)``,
+    ``rec.cg(x=..., residual_norm=...)``, ``rec.step(x=..., beta=..., ...)``,
     ``rec.line_search_try(fraction, kl, improvement)``, ``rec.theta_new()``,
     then ``rec.check()`` or ``rec.trace().save(path)``.
     """
