@@ -78,18 +78,49 @@ def dense_fisher(policy, theta, obs):
             sigma2 = np.exp(2 * theta[p_mlp:])
             M = np.diag(np.concatenate([1 / sigma2, 2 * np.ones(policy.act_dim)]))
         else:
-            z = phi(theta)
-            p = np.exp(z - z.max())
-            p /= p.sum()
-            M = np.diag(p) - np.outer(p, p)
+            M = dense_output_metric(policy, phi(theta))
         F += J.T @ M @ J
     return F / n
+
+
+def _softmax(z):
+    p = np.exp(z - z.max())
+    return p / p.sum()
+
+
+def dense_output_metric(policy, z):
+    """The Fisher metric of one sample's logits z, written out densely and naively per head."""
+    if policy.kind == "categorical":
+        p = _softmax(z)
+        return np.diag(p) - np.outer(p, p)
+    if policy.kind == "multicategorical":
+        M = np.zeros((z.size, z.size))
+        o = 0
+        for k in policy.nvec:
+            p = _softmax(z[o:o + k])
+            M[o:o + k, o:o + k] = np.diag(p) - np.outer(p, p)
+            o += k
+        return M
+    if policy.kind == "bernoulli":
+        s = 1 / (1 + np.exp(-z))
+        return np.diag(s * (1 - s))
+    raise ValueError(policy.kind)
+
+
+def all_actions(policy):
+    """Every action of a discrete head, as rows of the shape its log_prob takes (one sample)."""
+    import itertools
+
+    if policy.kind == "categorical":
+        return [np.array([a]) for a in range(policy.n_actions)]
+    sizes = policy.nvec if policy.kind == "multicategorical" else (2,) * policy.n
+    return [np.array([combo]) for combo in itertools.product(*(range(k) for k in sizes))]
 
 
 def score_function_fisher_categorical(policy, theta, obs):
     r"""Exact score-function Fisher :math:`\frac1N\sum_n\sum_a \pi(a|s_n)\nabla\log\pi\,\nabla\log\pi^\top`.
 
-    Every action of every state is enumerated; the score is taken by central
+    Every action (every joint action of a MultiDiscrete or MultiBinary head) of every state is enumerated; the score is taken by central
     differences of ``policy.log_prob``.
     """
     theta = np.asarray(theta, dtype=np.float64)
@@ -97,8 +128,7 @@ def score_function_fisher_categorical(policy, theta, obs):
     F = np.zeros((theta.size, theta.size))
     for i in range(n):
         x = obs[i : i + 1]
-        for a in range(policy.n_actions):
-            act = np.array([a])
+        for act in all_actions(policy):
             score = np.ravel(jacobian_fd(lambda t: policy.log_prob(t, x, act), theta))
             prob = float(np.exp(policy.log_prob(theta, x, act))[0])
             F += prob * np.outer(score, score)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from oracles import central_diff, record_fd
 from trpo_ref import backend
-from trpo_ref.distributions import Categorical, DiagGaussian
+from trpo_ref.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 
 # See oracles.fd_step: the central-difference error model predicts ~1e-10 here;
 # 1e-6 leaves margin and still catches any wrong derivative (O(1) error).
@@ -222,3 +222,134 @@ def test_categorical__narrow_integer_actions_do_not_wrap():
     z = rng.standard_normal((4, 300))
     act = np.array([1, 2, 250, 5], dtype=np.uint8)
     np.testing.assert_array_equal(Categorical.log_prob(z, act), Categorical.log_prob(z, act.astype(np.int64)))
+
+
+# ------------------------------------------------- MultiDiscrete and MultiBinary heads
+def test_multicategorical__worked_example_by_hand(xb):
+    # nvec (2, 3), logits 0: p = (1/2, 1/2) and (1/3, 1/3, 1/3)
+    mc = MultiCategorical((2, 3))
+    z = xb.asarray(np.zeros((1, 5)))
+    act = xb.asarray(np.array([[1, 2]]))
+    np.testing.assert_allclose(_np(mc.log_prob(z, act)), [math.log(1 / 2) + math.log(1 / 3)], rtol=1e-15)
+    np.testing.assert_allclose(_np(mc.entropy(z)), [math.log(2) + math.log(3)], rtol=1e-15)
+    # ∂log p/∂z = e_a − p per slice
+    np.testing.assert_allclose(_np(mc.log_prob_grad(z, act)), [[-0.5, 0.5, -1 / 3, -1 / 3, 2 / 3]], rtol=1e-15)
+    # M u, block by block: (diag p − p pᵀ)u; u = e_0 gives (1/4, −1/4 | 0 0 0)
+    u = xb.asarray(np.array([[1.0, 0.0, 0.0, 0.0, 3.0]]))
+    np.testing.assert_allclose(_np(mc.fisher_product(z, u)), [[0.25, -0.25, -1 / 3, -1 / 3, 2 / 3]], rtol=1e-15)
+    # KL(p‖q) with q's first block (3/4, 1/4): ½ log(½/¾) + ½ log(½/¼) = 0.143841..., second block equal
+    y = xb.asarray(np.array([[math.log(3.0), 0.0, 0.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(_np(mc.kl(z, y)), [0.5 * math.log(2 / 3) + 0.5 * math.log(2)], rtol=1e-14)
+
+
+def test_bernoulli__worked_example_by_hand(xb):
+    # z = 0: σ = ½; z = log 3: σ = ¾
+    z = xb.asarray(np.array([[0.0, math.log(3.0)]]))
+    act = xb.asarray(np.array([[1, 0]]))
+    np.testing.assert_allclose(_np(Bernoulli.log_prob(z, act)), [math.log(0.5) + math.log(0.25)], rtol=1e-15)
+    np.testing.assert_allclose(_np(Bernoulli.entropy(z)),
+                               [math.log(2) - 0.75 * math.log(0.75) - 0.25 * math.log(0.25)], rtol=1e-14)
+    np.testing.assert_allclose(_np(Bernoulli.log_prob_grad(z, act)), [[0.5, -0.75]], rtol=1e-15)
+    np.testing.assert_allclose(_np(Bernoulli.fisher_product(z, xb.asarray(np.ones((1, 2))))), [[0.25, 0.1875]],
+                               rtol=1e-15)
+    y = xb.asarray(np.array([[math.log(3.0), 0.0]]))
+    np.testing.assert_allclose(_np(Bernoulli.kl(z, y)),
+                               [0.5 * math.log(2 / 3) + 0.5 * math.log(2) + 0.75 * math.log(1.5) + 0.25 * math.log(0.5)],
+                               rtol=1e-14)
+
+
+@st.composite
+def multi_cases(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    nvec = tuple(draw(st.integers(2, 4)) for _ in range(draw(st.integers(1, 3))))
+    n = draw(st.integers(1, 8))
+    scale = draw(st.sampled_from([0.1, 1.0, 5.0]))
+    rng = np.random.default_rng(seed)
+    width = sum(nvec)
+    return MultiCategorical(nvec), scale * rng.standard_normal((n, width)), scale * rng.standard_normal((n, width)), rng
+
+
+@given(case=multi_cases())
+def test_multicategorical_derivatives__match_central_differences(xb, case):
+    mc, z, y, rng = case
+    act = np.stack([rng.integers(0, k, z.shape[0]) for k in mc.nvec], axis=1)
+    v = rng.standard_normal(z.shape)
+    X = xb.asarray
+    for name, analytic, f in [
+        ("log_prob_grad", mc.log_prob_grad(X(z), X(act)), lambda t: mc.log_prob(z + t * v, act)),
+        ("entropy_grad", mc.entropy_grad(X(z)), lambda t: mc.entropy(z + t * v)),
+        ("kl_grad_q", mc.kl_grad_q(X(z), X(y)), lambda t: mc.kl(z, y + t * v)),
+        ("kl_grad_p", mc.kl_grad_p(X(z), X(y)), lambda t: mc.kl(z + t * v, y)),
+    ]:
+        assert record_fd(f"MultiCategorical.{name}", np.sum(_np(analytic) * v, axis=1),
+                         central_diff(f, 0.0, 1.0)) < FD_RTOL
+    fd = central_diff(lambda t: mc.kl_grad_q(z, z + t * v), 0.0, 1.0)
+    assert record_fd("MultiCategorical.fisher_product (vs FD of kl_grad_q)", _np(mc.fisher_product(X(z), X(v))),
+                     fd) < FD_RTOL
+    assert np.all(_np(mc.kl(X(z), X(y))) >= 0)
+    np.testing.assert_array_equal(_np(mc.kl(X(z), X(z))), 0.0)
+
+
+@given(case=logit_pairs())
+def test_bernoulli_derivatives__match_central_differences(xb, case):
+    z, y, rng = case
+    act = rng.integers(0, 2, z.shape)
+    v = rng.standard_normal(z.shape)
+    X = xb.asarray
+    for name, analytic, f in [
+        ("log_prob_grad", Bernoulli.log_prob_grad(X(z), X(act)), lambda t: Bernoulli.log_prob(z + t * v, act)),
+        ("entropy_grad", Bernoulli.entropy_grad(X(z)), lambda t: Bernoulli.entropy(z + t * v)),
+        ("kl_grad_q", Bernoulli.kl_grad_q(X(z), X(y)), lambda t: Bernoulli.kl(z, y + t * v)),
+        ("kl_grad_p", Bernoulli.kl_grad_p(X(z), X(y)), lambda t: Bernoulli.kl(z + t * v, y)),
+    ]:
+        assert record_fd(f"Bernoulli.{name}", np.sum(_np(analytic) * v, axis=1), central_diff(f, 0.0, 1.0)) < FD_RTOL
+    fd = central_diff(lambda t: Bernoulli.kl_grad_q(z, z + t * v), 0.0, 1.0)
+    assert record_fd("Bernoulli.fisher_product (vs FD of kl_grad_q)", _np(Bernoulli.fisher_product(X(z), X(v))),
+                     fd) < FD_RTOL
+    assert np.all(_np(Bernoulli.kl(X(z), X(y))) >= -1e-15)  # a sum of two non-negative-in-exact terms
+    np.testing.assert_array_equal(_np(Bernoulli.kl(X(z), X(z))), 0.0)
+
+
+def test_multicategorical_and_bernoulli__finite_for_logits_of_magnitude_100(xb):
+    z = xb.asarray(np.array([[100.0, -100.0, 0.0, 100.0, -100.0]]))
+    y = xb.asarray(np.array([[-100.0, 100.0, 0.0, -100.0, 100.0]]))
+    mc = MultiCategorical((3, 2))
+    lp = _np(mc.log_prob(z, xb.asarray(np.array([[1, 1]]))))
+    np.testing.assert_allclose(lp, [-200.0 - 200.0], rtol=1e-14)  # each slice: z_a − max = −200
+    assert np.isfinite(_np(mc.kl(z, y))).all() and np.isfinite(_np(mc.kl_grad_p(z, y))).all()
+    lpb = _np(Bernoulli.log_prob(z, xb.asarray(np.array([[0, 1, 1, 1, 0]]))))
+    # log σ(−100) = −100 − log1p(e^-100) ≈ −100; log σ(0) = −log 2; log σ(100) ≈ 0
+    np.testing.assert_allclose(lpb, [-100.0 - 100.0 - math.log(2) + 0.0 + 0.0], rtol=1e-14)
+    kl = _np(Bernoulli.kl(z, y))
+    assert np.isfinite(kl).all() and kl[0] > 300  # four bits flipped by 200 in the logits
+    assert np.isfinite(_np(Bernoulli.entropy(z))).all() and np.isfinite(_np(Bernoulli.kl_grad_p(z, y))).all()
+
+
+def test_heads__sampling_draws_on_host_and_matches_log_prob(xb):
+    rng_z = np.random.default_rng(0)
+    z = rng_z.standard_normal((50, 5))
+    mc = MultiCategorical((2, 3))
+    a, lp = mc.sample_with_log_prob(xb.asarray(z), 7)
+    a_np, _ = mc.sample_with_log_prob(z, 7)
+    np.testing.assert_array_equal(_np(a), a_np)  # same host draws on every backend
+    np.testing.assert_allclose(_np(lp), mc.log_prob(z, _np(a)), rtol=1e-14)
+    b, lpb = Bernoulli.sample_with_log_prob(xb.asarray(z), 7)
+    np.testing.assert_array_equal(_np(b), Bernoulli.sample_with_log_prob(z, 7)[0])
+    np.testing.assert_allclose(_np(lpb), Bernoulli.log_prob(z, _np(b)), rtol=1e-14)
+
+
+def test_heads__sampling_frequencies_match_the_probabilities():
+    # 20000 draws per row: each frequency within 5 standard errors of its probability
+    z = np.array([[0.3, -1.2, 0.0, 2.0, -0.5]])
+    reps = 20000
+    zz = np.repeat(z, reps, axis=0)
+    mc = MultiCategorical((2, 3))
+    a, _ = mc.sample_with_log_prob(zz, 3)
+    p0 = np.exp(mc.log_softmax(z))[0]
+    for col, sl in enumerate(mc.slices):
+        freq = np.bincount(a[:, col], minlength=sl.stop - sl.start) / reps
+        p = p0[sl]
+        assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / reps)), (freq, p)
+    b, _ = Bernoulli.sample_with_log_prob(zz, 4)
+    s = 1 / (1 + np.exp(-z[0]))
+    assert np.all(np.abs(b.mean(axis=0) - s) <= 5 * np.sqrt(s * (1 - s) / reps))

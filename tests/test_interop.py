@@ -194,3 +194,19 @@ def test_check__notes_a_batch_that_does_not_match_the_weights(tmp_path):
     report = check_trace(tr)
     assert report.ok  # the update itself is consistent...
     assert any("logp_old differs" in n for n in report.notes)  # ...but the report says the inputs look wrong
+
+
+@pytest.mark.parametrize("kind", ["multicategorical", "bernoulli"])
+def test_sb3_mlp_policy__multidiscrete_and_multibinary_weights(kind):
+    # SB3's MlpPolicy for MultiDiscrete / MultiBinary: an action_net with sum(nvec) / n outputs
+    policy, theta, batch = synthetic_case(kind, 3, n=12, obs_dim=4, act_dim=3, hidden_sizes=(6, 5))
+    sd = state_dict_from_policy(policy, theta, "sb3")
+    out = sum(policy.nvec) if kind == "multicategorical" else policy.n
+    assert sd["action_net.weight"].shape == (out, 5)
+    extra = dict(nvec=policy.nvec) if kind == "multicategorical" else dict(kind="bernoulli")
+    back, theta2 = policy_from_state_dict(sd, "sb3", **extra)
+    assert back.spec() == policy.spec()
+    np.testing.assert_array_equal(theta2, theta)
+    np.testing.assert_array_equal(back.log_prob(theta2, batch.obs, batch.act), policy.log_prob(theta, batch.obs, batch.act))
+    with pytest.raises(ValueError, match="nvec"):
+        policy_from_state_dict(sd, "sb3", kind="multicategorical", nvec=(2, 2))

@@ -27,8 +27,12 @@ def _np(x):
 
 
 # ------------------------------------------------------------------ cases
+ALL_KINDS = ("gaussian", "categorical", "multicategorical", "bernoulli")
+DISCRETE = ("categorical", "multicategorical", "bernoulli")
+
+
 @st.composite
-def policy_cases(draw, kinds=("gaussian", "categorical")):
+def policy_cases(draw, kinds=ALL_KINDS):
     """Random architecture (1–3 hidden layers, widths 1–16, obs 1–8, act 1–4 or 2–6
     categories), random θ (not an init: every weight and log σ non-trivial), a batch."""
     kind = draw(st.sampled_from(kinds))
@@ -40,8 +44,13 @@ def policy_cases(draw, kinds=("gaussian", "categorical")):
     rng = np.random.default_rng(seed)
     if kind == "gaussian":
         pi = tr.GaussianMLPPolicy(obs_dim, draw(st.integers(1, 4)), hidden, activation)
-    else:
+    elif kind == "categorical":
         pi = tr.CategoricalMLPPolicy(obs_dim, draw(st.integers(2, 6)), hidden, activation)
+    elif kind == "multicategorical":
+        nvec = tuple(draw(st.integers(2, 4)) for _ in range(draw(st.integers(1, 3))))
+        pi = tr.MultiCategoricalMLPPolicy(obs_dim, nvec, hidden, activation)
+    else:
+        pi = tr.BernoulliMLPPolicy(obs_dim, draw(st.integers(1, 4)), hidden, activation)
     theta = _np(pi.init_params(rng)) + 0.3 * rng.standard_normal(pi.num_params)
     obs = rng.standard_normal((n, obs_dim))
     assume(relu_kink_margin(pi.mlp, theta, obs) > 1e-2)  # central differences must not straddle a relu kink
@@ -95,7 +104,7 @@ def test_log_prob_grad__matches_central_differences(xb, case):
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("kind", ALL_KINDS)
 @given(data=st.data())
 def test_kl_grad__matches_central_differences_away_from_theta_old(xb, kind, reverse, data):
     # kind and direction are parametrized (not drawn) so every combination gets the full example budget
@@ -132,7 +141,7 @@ def test_entropy_grad__matches_central_differences(xb, case):
 
 # ------------------------------------------------------ Fisher-vector product
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("kind", ALL_KINDS)
 @given(data=st.data())
 def test_fisher_vector_product__matches_fd_of_kl_gradient(xb, kind, reverse, data):
     # F = ∇²_θ D̄_KL at θ_old (either direction): (a) in the issue's list.
@@ -165,13 +174,14 @@ def test_fisher_operator__any_block_size_matches_dense_jacobian_oracle(case, dat
     assert record_fd(f"blocked FVP vs dense JᵀMJ oracle ({pi.kind})", fv, expected) < FD_RTOL
 
 
-@given(case=policy_cases(kinds=("categorical",)))
-def test_fisher_vector_product__categorical_equals_score_function_fisher(xb, case):
+@given(case=policy_cases(kinds=DISCRETE))
+def test_fisher_vector_product__discrete_heads_equal_score_function_fisher(xb, case):
+    # every (joint) action enumerated: the exact E_a[∇log π ∇log πᵀ]
     pi, theta, obs, _, _, rng = case
     v = rng.standard_normal(theta.size)
     F = score_function_fisher_categorical(pi, theta, obs)
     fv = _np(pi.fisher_vector_product(xb.asarray(theta), xb.asarray(obs), xb.asarray(v)))
-    assert record_fd("FVP vs score-function Fisher (categorical)", fv, F @ v) < FD_RTOL
+    assert record_fd(f"FVP vs score-function Fisher ({pi.kind})", fv, F @ v) < FD_RTOL
 
 
 def test_fisher_vector_product__gaussian_matches_monte_carlo_score_fisher():

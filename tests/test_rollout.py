@@ -97,12 +97,19 @@ def test_gaussian_logp__is_of_the_unclipped_action():
     r.close()
 
 
-@pytest.mark.parametrize("space", [spaces.MultiDiscrete([2, 3]), spaces.MultiBinary(3),
+@pytest.mark.parametrize("space", [spaces.MultiDiscrete([[2, 3], [2, 2]]), spaces.MultiBinary((2, 2)),
                                    spaces.Tuple((spaces.Discrete(2), spaces.Discrete(2))),
                                    spaces.Box(-1, 1, (2, 2))])
 def test_unsupported_action_space__error_names_it(space):
     with pytest.raises(UnsupportedSpaceError, match=type(space).__name__):
         check_spaces(spaces.Box(-1, 1, (3,)), space)
+
+
+def test_multidiscrete_and_multibinary_action_spaces__accepted_when_1d():
+    check_spaces(spaces.Box(-1, 1, (3,)), spaces.MultiDiscrete([2, 3]))
+    check_spaces(spaces.Box(-1, 1, (3,)), spaces.MultiBinary(3))
+    with pytest.raises(UnsupportedSpaceError, match="start 0"):
+        check_spaces(spaces.Box(-1, 1, (3,)), spaces.MultiDiscrete([2, 3], start=[1, 0]))
 
 
 def test_unsupported_observation_space__error_names_it():

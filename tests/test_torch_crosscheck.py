@@ -51,7 +51,36 @@ def torch_dist(policy, theta_t, obs_t):
             h = act(h)
     if policy.kind == "gaussian":
         return torch.distributions.Independent(torch.distributions.Normal(h, params["log_std"].exp()), 1)
+    if policy.kind == "multicategorical":
+        parts, o = [], 0
+        for k in policy.nvec:
+            parts.append(torch.distributions.Categorical(logits=h[:, o:o + k]))
+            o += k
+        return Product(parts)
+    if policy.kind == "bernoulli":
+        return Product([torch.distributions.Bernoulli(logits=h[:, i]) for i in range(policy.n)])
     return torch.distributions.Categorical(logits=h)
+
+
+class Product:
+    """Independent torch distributions, one per action column (MultiDiscrete / MultiBinary)."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def log_prob(self, act):
+        return sum(d.log_prob(act[:, i].to(d.logits.dtype) if isinstance(d, torch.distributions.Bernoulli)
+                              else act[:, i]) for i, d in enumerate(self.parts))
+
+    def entropy(self):
+        return sum(d.entropy() for d in self.parts)
+
+
+def kl_divergence(p, q):
+    """torch's KL, summed over the columns of a :class:`Product`."""
+    if isinstance(p, Product):
+        return sum(torch.distributions.kl_divergence(a, b) for a, b in zip(p.parts, q.parts))
+    return torch.distributions.kl_divergence(p, q)
 
 
 def torch_linear_stack(policy, theta):
@@ -76,6 +105,10 @@ CASES = [
     ("gaussian", (), "tanh"),
     ("categorical", (8, 8), "tanh"),
     ("categorical", (10,), "relu"),
+    ("multicategorical", (8, 8), "tanh"),
+    ("multicategorical", (6,), "relu"),
+    ("bernoulli", (8, 8), "tanh"),
+    ("bernoulli", (6,), "relu"),
 ]
 
 
@@ -113,7 +146,7 @@ def test_kl_and_its_gradient__match_torch(case, reverse):
     th_t = torch.from_numpy(theta_new).requires_grad_(True)
     old = torch_dist(policy, torch.from_numpy(theta), obs_t)
     new = torch_dist(policy, th_t, obs_t)
-    kl = (torch.distributions.kl_divergence(new, old) if reverse else torch.distributions.kl_divergence(old, new)).mean()
+    kl = (kl_divergence(new, old) if reverse else kl_divergence(old, new)).mean()
     (grad,) = torch.autograd.grad(kl, th_t)
     close(policy.kl(theta, theta_new, batch.obs, reverse=reverse), kl)
     close(policy.kl_grad(theta, theta_new, batch.obs, reverse=reverse), grad)
@@ -140,7 +173,7 @@ def test_fisher_vector_product__matches_double_backprop(case, reverse):
     th_t = torch.from_numpy(theta.copy()).requires_grad_(True)
     old = torch_dist(policy, torch.from_numpy(theta), obs_t)  # detached: built from a constant
     new = torch_dist(policy, th_t, obs_t)
-    kl = (torch.distributions.kl_divergence(new, old) if reverse else torch.distributions.kl_divergence(old, new)).mean()
+    kl = (kl_divergence(new, old) if reverse else kl_divergence(old, new)).mean()
     (g,) = torch.autograd.grad(kl, th_t, create_graph=True)
     for _ in range(2):
         v = rng.standard_normal(theta.shape)

@@ -6,7 +6,8 @@ NumPy (CuPy on a GPU) with every derivative written by hand; see docs/.
 from .advantages import discounted_returns, gae, td_residuals
 from .cg import CGResult, conjugate_gradient
 from .linesearch import LineSearchResult, LineSearchTry, backtracking_line_search
-from .policy import CategoricalMLPPolicy, FisherOperator, GaussianMLPPolicy, policy_from_spec
+from .policy import (BernoulliMLPPolicy, CategoricalMLPPolicy, FisherOperator, GaussianMLPPolicy,
+                     MultiCategoricalMLPPolicy, policy_from_spec)
 from .trpo import PRESETS, Batch, StepInfo, TRPOConfig, beta, normalize_advantages, trpo_step
 from .value import ValueFunction, explained_variance, fit_adam, fit_lbfgs
 
@@ -15,6 +16,8 @@ __version__ = "0.1.0"
 __all__ = [
     "GaussianMLPPolicy",
     "CategoricalMLPPolicy",
+    "MultiCategoricalMLPPolicy",
+    "BernoulliMLPPolicy",
     "FisherOperator",
     "policy_from_spec",
     "conjugate_gradient",

@@ -563,3 +563,420 @@ class Categorical:
         logp_nk = cls.log_softmax(logits_nk)
         act_n = xp.argmax(logp_nk + g, axis=1)
         return act_n, xp.sum(logp_nk * cls.one_hot(act_n, logits_nk.shape[1], logits_nk.dtype), axis=1)
+
+
+class MultiCategorical:
+    r"""Independent categoricals over consecutive slices of one logits row (MultiDiscrete actions).
+
+    Sub-action i has ``nvec[i]`` choices and the logits ``z[:, o_i : o_i + nvec[i]]``
+    (:math:`o_i = \sum_{j<i} n_j`); log-probability, entropy and KL are sums over the
+    sub-actions and the metric is block-diagonal, one :class:`Categorical` block each.
+
+    Parameters
+    ----------
+    nvec : sequence of int
+        Choices per sub-action, each >= 2.
+    """
+
+    def __init__(self, nvec):
+        nvec = tuple(int(k) for k in nvec)
+        if not nvec or any(k < 2 for k in nvec):
+            raise ValueError(f"nvec must be a non-empty sequence of integers >= 2, got {nvec!r}")
+        self.nvec = nvec
+        offsets = [0]
+        for k in nvec:
+            offsets.append(offsets[-1] + k)
+        self.slices = tuple(slice(offsets[i], offsets[i + 1]) for i in range(len(nvec)))
+        self.width = offsets[-1]
+
+    def _blocks(self, logits_nk):
+        return [logits_nk[:, s] for s in self.slices]
+
+    def log_prob(self, logits_nk, act_ni):
+        r""":math:`\log p(a) = \sum_i \log p_i(a_i)`, shape (N,).
+
+        Parameters
+        ----------
+        logits_nk : array (N, Σ nvec)
+        act_ni : integer array (N, len(nvec))
+
+        Returns
+        -------
+        logp_n : array (N,)
+        """
+        out = 0
+        for i, z in enumerate(self._blocks(logits_nk)):
+            out = out + Categorical.log_prob(z, act_ni[:, i])
+        return out
+
+    def log_prob_grad(self, logits_nk, act_ni):
+        r""":math:`\partial\log p(a)/\partial z_i = e_{a_i} - p_i` on each slice, shape (N, Σ nvec).
+
+        Parameters
+        ----------
+        logits_nk : array (N, Σ nvec)
+        act_ni : integer array (N, len(nvec))
+
+        Returns
+        -------
+        d_logits_nk : array (N, Σ nvec)
+        """
+        xp = backend.namespace(logits_nk)
+        return xp.concat([Categorical.log_prob_grad(z, act_ni[:, i]) for i, z in enumerate(self._blocks(logits_nk))],
+                         axis=1)
+
+    def entropy(self, logits_nk):
+        r""":math:`H = \sum_i H(p_i)`, shape (N,).
+
+        Parameters
+        ----------
+        logits_nk : array (N, Σ nvec)
+
+        Returns
+        -------
+        h_n : array (N,)
+        """
+        out = 0
+        for z in self._blocks(logits_nk):
+            out = out + Categorical.entropy(z)
+        return out
+
+    def entropy_grad(self, logits_nk):
+        r""":math:`\partial H/\partial z_i = -p_i\odot(\log p_i + H_i)` on each slice, shape (N, Σ nvec).
+
+        Parameters
+        ----------
+        logits_nk : array (N, Σ nvec)
+
+        Returns
+        -------
+        d_logits_nk : array (N, Σ nvec)
+        """
+        xp = backend.namespace(logits_nk)
+        return xp.concat([Categorical.entropy_grad(z) for z in self._blocks(logits_nk)], axis=1)
+
+    def kl(self, logits_p_nk, logits_q_nk):
+        r""":math:`KL(p\|q) = \sum_i KL(p_i\|q_i)`, shape (N,).
+
+        Parameters
+        ----------
+        logits_p_nk, logits_q_nk : array (N, Σ nvec)
+
+        Returns
+        -------
+        kl_n : array (N,)
+        """
+        out = 0
+        for zp, zq in zip(self._blocks(logits_p_nk), self._blocks(logits_q_nk)):
+            out = out + Categorical.kl(zp, zq)
+        return out
+
+    def kl_grad_q(self, logits_p_nk, logits_q_nk):
+        r""":math:`\partial KL/\partial y_i = q_i - p_i` on each slice, shape (N, Σ nvec).
+
+        Parameters
+        ----------
+        logits_p_nk, logits_q_nk : array (N, Σ nvec)
+
+        Returns
+        -------
+        d_logits_q_nk : array (N, Σ nvec)
+        """
+        xp = backend.namespace(logits_p_nk, logits_q_nk)
+        return xp.concat([Categorical.kl_grad_q(zp, zq)
+                          for zp, zq in zip(self._blocks(logits_p_nk), self._blocks(logits_q_nk))], axis=1)
+
+    def kl_grad_p(self, logits_p_nk, logits_q_nk):
+        r""":math:`\partial KL/\partial z_i = p_i\odot(d_i - p_i^\top d_i)`, :math:`d_i = \log p_i - \log q_i`.
+
+        Parameters
+        ----------
+        logits_p_nk, logits_q_nk : array (N, Σ nvec)
+
+        Returns
+        -------
+        d_logits_p_nk : array (N, Σ nvec)
+        """
+        xp = backend.namespace(logits_p_nk, logits_q_nk)
+        return xp.concat([Categorical.kl_grad_p(zp, zq)
+                          for zp, zq in zip(self._blocks(logits_p_nk), self._blocks(logits_q_nk))], axis=1)
+
+    def fisher_product(self, logits_nk, u_nk):
+        r"""Block-diagonal metric: :math:`(M u)_i = (\mathrm{diag}(p_i) - p_i p_i^\top) u_i` on each slice.
+
+        Parameters
+        ----------
+        logits_nk, u_nk : array (N, Σ nvec)
+
+        Returns
+        -------
+        mu_nk : array (N, Σ nvec)
+        """
+        xp = backend.namespace(logits_nk, u_nk)
+        return self.fisher_product_probs(xp.exp(self.log_softmax(logits_nk)), u_nk)
+
+    def log_softmax(self, logits_nk):
+        r"""Each slice's log-softmax, shape (N, Σ nvec).
+
+        Parameters
+        ----------
+        logits_nk : array (N, Σ nvec)
+
+        Returns
+        -------
+        logp_nk : array (N, Σ nvec)
+        """
+        xp = backend.namespace(logits_nk)
+        return xp.concat([Categorical.log_softmax(z) for z in self._blocks(logits_nk)], axis=1)
+
+    def fisher_product_probs(self, p_nk, u_nk):
+        r""":meth:`fisher_product` from each slice's precomputed probabilities ``p_nk``.
+
+        Parameters
+        ----------
+        p_nk, u_nk : array (N, Σ nvec)
+
+        Returns
+        -------
+        mu_nk : array (N, Σ nvec)
+        """
+        xp = backend.namespace(p_nk, u_nk)
+        return xp.concat([Categorical.fisher_product_probs(p_nk[:, s], u_nk[:, s]) for s in self.slices], axis=1)
+
+    def sample_with_log_prob(self, logits_nk, rng=None):
+        r"""One Gumbel-max draw per sub-action (host noise) and the summed log-probability.
+
+        Parameters
+        ----------
+        logits_nk : array (N, Σ nvec)
+        rng : int, numpy.random.Generator or None
+
+        Returns
+        -------
+        act_ni : integer array (N, len(nvec))
+        logp_n : array (N,)
+        """
+        xp = backend.namespace(logits_nk)
+        rng = backend.host_rng(rng)
+        acts, logp = [], 0
+        for z in self._blocks(logits_nk):
+            a, lp = Categorical.sample_with_log_prob(z, rng)
+            acts.append(a)
+            logp = logp + lp
+        return xp.stack(acts, axis=1), logp
+
+    def mode(self, logits_nk):
+        r"""The most likely choice of each sub-action, integer (N, len(nvec)).
+
+        Parameters
+        ----------
+        logits_nk : array (N, Σ nvec)
+
+        Returns
+        -------
+        act_ni : integer array (N, len(nvec))
+        """
+        xp = backend.namespace(logits_nk)
+        return xp.stack([xp.argmax(z, axis=1) for z in self._blocks(logits_nk)], axis=1)
+
+
+class Bernoulli:
+    r"""Independent Bernoulli bits with logits z (N, n) (MultiBinary actions), summed over the bits.
+
+    With :math:`\sigma = 1/(1 + e^{-z})`: :math:`\log p(a) = a z - \mathrm{softplus}(z)`,
+    computed as :math:`-\mathrm{softplus}(\mp z)`, with the stable
+    :math:`\mathrm{softplus}(z) = \max(z, 0) + \log(1 + e^{-|z|})`.
+    """
+
+    @staticmethod
+    def softplus(z):
+        r""":math:`\log(1 + e^{z}) = \max(z, 0) + \log(1 + e^{-|z|})`, elementwise (finite for any finite z).
+
+        Parameters
+        ----------
+        z : array
+
+        Returns
+        -------
+        array
+        """
+        xp = backend.namespace(z)
+        return xp.maximum(z, xp.zeros_like(z)) + xp.log1p(xp.exp(-xp.abs(z)))
+
+    @classmethod
+    def log_sigmoid(cls, z):
+        r""":math:`\log\sigma(z) = -\mathrm{softplus}(-z)`.
+
+        Parameters
+        ----------
+        z : array
+
+        Returns
+        -------
+        array
+        """
+        return -cls.softplus(-z)
+
+    @classmethod
+    def probs(cls, z):
+        r""":math:`\sigma(z)`, as :math:`e^{\log\sigma(z)}` (no overflow).
+
+        Parameters
+        ----------
+        z : array
+
+        Returns
+        -------
+        array
+        """
+        xp = backend.namespace(z)
+        return xp.exp(cls.log_sigmoid(z))
+
+    @classmethod
+    def log_prob(cls, logits_nk, act_nk):
+        r""":math:`\log p(a) = \sum_k a_k\log\sigma(z_k) + (1 - a_k)\log\sigma(-z_k)`, shape (N,).
+
+        Parameters
+        ----------
+        logits_nk : array (N, n)
+        act_nk : integer array (N, n) in {0, 1}
+
+        Returns
+        -------
+        logp_n : array (N,)
+        """
+        xp = backend.namespace(logits_nk)
+        a = xp.astype(act_nk, logits_nk.dtype)
+        return xp.sum(a * cls.log_sigmoid(logits_nk) + (1 - a) * cls.log_sigmoid(-logits_nk), axis=1)
+
+    @classmethod
+    def log_prob_grad(cls, logits_nk, act_nk):
+        r""":math:`\partial\log p(a)/\partial z = a - \sigma(z)`, shape (N, n).
+
+        Parameters
+        ----------
+        logits_nk : array (N, n)
+        act_nk : integer array (N, n)
+
+        Returns
+        -------
+        d_logits_nk : array (N, n)
+        """
+        xp = backend.namespace(logits_nk)
+        return xp.astype(act_nk, logits_nk.dtype) - cls.probs(logits_nk)
+
+    @classmethod
+    def entropy(cls, logits_nk):
+        r""":math:`H = -\sum_k \sigma_k\log\sigma_k + (1-\sigma_k)\log(1-\sigma_k)`, shape (N,).
+
+        Parameters
+        ----------
+        logits_nk : array (N, n)
+
+        Returns
+        -------
+        h_n : array (N,)
+        """
+        xp = backend.namespace(logits_nk)
+        p = cls.probs(logits_nk)
+        return -xp.sum(p * cls.log_sigmoid(logits_nk) + (1 - p) * cls.log_sigmoid(-logits_nk), axis=1)
+
+    @classmethod
+    def entropy_grad(cls, logits_nk):
+        r""":math:`\partial H/\partial z = -z\,\sigma(z)(1 - \sigma(z))`, shape (N, n).
+
+        Parameters
+        ----------
+        logits_nk : array (N, n)
+
+        Returns
+        -------
+        d_logits_nk : array (N, n)
+        """
+        p = cls.probs(logits_nk)
+        q = cls.probs(-logits_nk)
+        return -logits_nk * p * q
+
+    @classmethod
+    def kl(cls, logits_p_nk, logits_q_nk):
+        r""":math:`KL(p\|q) = \sum_k \sigma(z)(\log\sigma(z) - \log\sigma(y)) + \sigma(-z)(\log\sigma(-z) - \log\sigma(-y))`.
+
+        Parameters
+        ----------
+        logits_p_nk : array (N, n)
+            Logits z of p.
+        logits_q_nk : array (N, n)
+            Logits y of q.
+
+        Returns
+        -------
+        kl_n : array (N,)
+        """
+        xp = backend.namespace(logits_p_nk, logits_q_nk)
+        z, y = logits_p_nk, logits_q_nk
+        p1, p0 = cls.probs(z), cls.probs(-z)
+        return xp.sum(p1 * (cls.log_sigmoid(z) - cls.log_sigmoid(y)) + p0 * (cls.log_sigmoid(-z) - cls.log_sigmoid(-y)),
+                      axis=1)
+
+    @classmethod
+    def kl_grad_q(cls, logits_p_nk, logits_q_nk):
+        r""":math:`\partial KL(p\|q)/\partial y = \sigma(y) - \sigma(z)`, shape (N, n).
+
+        Parameters
+        ----------
+        logits_p_nk, logits_q_nk : array (N, n)
+
+        Returns
+        -------
+        d_logits_q_nk : array (N, n)
+        """
+        return cls.probs(logits_q_nk) - cls.probs(logits_p_nk)
+
+    @classmethod
+    def kl_grad_p(cls, logits_p_nk, logits_q_nk):
+        r""":math:`\partial KL(p\|q)/\partial z = \sigma(z)(1-\sigma(z))(z - y)`, shape (N, n).
+
+        Parameters
+        ----------
+        logits_p_nk, logits_q_nk : array (N, n)
+
+        Returns
+        -------
+        d_logits_p_nk : array (N, n)
+        """
+        z, y = logits_p_nk, logits_q_nk
+        return cls.probs(z) * cls.probs(-z) * (z - y)
+
+    @classmethod
+    def fisher_product(cls, logits_nk, u_nk):
+        r"""Metric :math:`M u = \sigma(z)(1 - \sigma(z))\,u` (diagonal), shape (N, n).
+
+        Parameters
+        ----------
+        logits_nk, u_nk : array (N, n)
+
+        Returns
+        -------
+        mu_nk : array (N, n)
+        """
+        return cls.probs(logits_nk) * cls.probs(-logits_nk) * u_nk
+
+    @classmethod
+    def sample_with_log_prob(cls, logits_nk, rng=None):
+        r"""Bits :math:`a = [U < \sigma(z)]` with U uniform drawn on the host, and :math:`\log p(a)`.
+
+        Parameters
+        ----------
+        logits_nk : array (N, n)
+        rng : int, numpy.random.Generator or None
+
+        Returns
+        -------
+        act_nk : integer array (N, n) in {0, 1}
+        logp_n : array (N,)
+        """
+        xp = backend.namespace(logits_nk)
+        u = backend.host_rng(rng).random(size=tuple(logits_nk.shape))
+        u = backend.from_numpy(u, xp, backend.device_of(logits_nk), logits_nk.dtype)
+        act = xp.astype(u < cls.probs(logits_nk), xp.int64)
+        return act, cls.log_prob(logits_nk, act)

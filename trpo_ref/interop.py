@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .policy import CategoricalMLPPolicy, GaussianMLPPolicy
+from .policy import BernoulliMLPPolicy, CategoricalMLPPolicy, GaussianMLPPolicy, MultiCategoricalMLPPolicy
 from .trpo import Batch
 
 __all__ = ["LAYOUTS", "read_arrays", "write_arrays", "policy_from_state_dict", "state_dict_from_policy",
@@ -130,17 +130,22 @@ def _check_chain(sd, layers, where):
 
 
 def policy_from_state_dict(sd: dict[str, np.ndarray], layout: str = "auto", *, kind: str | None = None,
-                           activation: str = "tanh", where: str = "weights"):
+                           activation: str = "tanh", where: str = "weights", nvec=None):
     """``(policy, theta)`` from a state_dict-like mapping of NumPy arrays.
 
     Parameters
     ----------
     sd : dict of str -> array
     layout : {"auto", "sb3", "cleanrl", "trpo_ref"}
-    kind : {"gaussian", "categorical"}, optional
-        Inferred: a ``log_std`` / ``actor_logstd`` / ``actor_mean.*`` key means Gaussian.
+    kind : {"gaussian", "categorical", "multicategorical", "bernoulli"}, optional
+        Inferred: a ``log_std`` / ``actor_logstd`` / ``actor_mean.*`` key means Gaussian,
+        ``nvec`` means multicategorical, else categorical.  An SB3 ``MlpPolicy`` for a
+        MultiDiscrete space has an ``action_net`` with sum(nvec) outputs, for MultiBinary
+        with n outputs (give ``kind="bernoulli"``: the shapes cannot tell it from Discrete).
     activation : {"tanh", "relu"}
         Hidden activation (not recorded in a state_dict).
+    nvec : sequence of int, optional
+        Choices per sub-action of a MultiDiscrete space (their sum must be the output width).
 
     Raises
     ------
@@ -207,7 +212,7 @@ def policy_from_state_dict(sd: dict[str, np.ndarray], layout: str = "auto", *, k
     if extra:
         raise ValueError(f"{where}: unexpected keys {extra} for layout {layout!r}")
     if kind is None:
-        kind = "gaussian" if log_std is not None else "categorical"
+        kind = "gaussian" if log_std is not None else ("multicategorical" if nvec is not None else "categorical")
     out_dim = int(weights[-1][0].shape[0])
     obs_dim = int(weights[0][0].shape[1])
     hidden_sizes = tuple(int(w.shape[0]) for w, _ in weights[:-1])
@@ -222,8 +227,18 @@ def policy_from_state_dict(sd: dict[str, np.ndarray], layout: str = "auto", *, k
         if log_std is not None:
             raise ValueError(f"{where}: a categorical policy has no log-std, but the weights hold one")
         policy = CategoricalMLPPolicy(obs_dim, out_dim, hidden_sizes, activation)
+    elif kind in ("multicategorical", "bernoulli"):
+        if log_std is not None:
+            raise ValueError(f"{where}: a {kind} policy has no log-std, but the weights hold one")
+        if kind == "bernoulli":
+            policy = BernoulliMLPPolicy(obs_dim, out_dim, hidden_sizes, activation)
+        else:
+            if nvec is None or sum(int(k) for k in nvec) != out_dim:
+                raise ValueError(f"{where}: a multicategorical policy needs nvec summing to the {out_dim} outputs, "
+                                 f"got {nvec!r}")
+            policy = MultiCategoricalMLPPolicy(obs_dim, nvec, hidden_sizes, activation)
     else:
-        raise ValueError(f"kind must be 'gaussian' or 'categorical', got {kind!r}")
+        raise ValueError(f"kind must be 'gaussian', 'categorical', 'multicategorical' or 'bernoulli', got {kind!r}")
     named = {}
     for l, (w, b) in enumerate(weights):
         named[f"W{l}"] = np.asarray(w, dtype=np.float64).T  # torch (out, in) -> (in, out)

@@ -36,10 +36,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import backend
-from .distributions import Categorical, DiagGaussian
+from .distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 from .mlp import MLP
 
-__all__ = ["GaussianMLPPolicy", "CategoricalMLPPolicy", "PolicyAt", "FisherOperator", "policy_from_spec"]
+__all__ = ["GaussianMLPPolicy", "CategoricalMLPPolicy", "MultiCategoricalMLPPolicy", "BernoulliMLPPolicy", "PolicyAt",
+           "FisherOperator", "policy_from_spec"]
 
 
 def _require_finite(xp, x, name: str) -> None:
@@ -74,6 +75,31 @@ class _MLPPolicy:
         return self.mlp.num_params + self._extra_params
 
     _extra_params = 0
+
+    #: Per-sample KL terms that SB3-contrib's ``.mean()`` averages over (its ``"mean"`` reduction
+    #: divides the KL and F by this): the action dimensions of a Gaussian or Bernoulli head whose
+    #: torch distribution is not ``Independent``; 1 for categoricals (MultiDiscrete KL is summed).
+    @property
+    def mean_reduction_size(self) -> int:
+        """How many per-sample KL terms a ``"mean"`` KL reduction averages over (1: none)."""
+        return 1
+
+    #: Whether actions are float rows (Gaussian) rather than integers.
+    continuous_actions = False
+
+    def act_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of a batch of ``n`` actions.
+
+        Parameters
+        ----------
+        n : int
+            Number of samples.
+
+        Returns
+        -------
+        tuple of int
+        """
+        return (n,)
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Names and shapes of the parameters in θ order."""
@@ -525,6 +551,28 @@ class GaussianMLPPolicy(_MLPPolicy):
     """
 
     kind = "gaussian"
+    continuous_actions = True
+
+    @property
+    def mean_reduction_size(self) -> int:
+        """SB3-contrib's Normal is per dimension: its ``.mean()`` averages the act_dim KLs."""
+        return self.act_dim
+
+    def act_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of a batch of ``n`` actions: (n, act_dim)."""
+        return (n, self.act_dim)
+
+    def _kl_terms(self, phi_p, phi_q):
+        """Per-sample size of the terms of KL(p‖q): Σ_a |log σ_p| + |log σ_q| + (σ_p² + Δμ²)/(2σ_q²) + ½."""
+        xp = backend.namespace(phi_p[0])
+        (mu_p, ls_p), (mu_q, ls_q) = phi_p, phi_q
+        t = xp.abs(ls_p) + xp.abs(ls_q) + (xp.exp(2 * ls_p) + (mu_p - mu_q) ** 2) / (2 * xp.exp(2 * ls_q)) + 0.5
+        return xp.sum(t, axis=-1)
+
+    def _entropy_terms(self, phi, n):
+        """Size of the terms of the mean entropy: Σ_a |log σ_a| + ½ log 2πe."""
+        xp = backend.namespace(phi[1])
+        return xp.sum(xp.abs(phi[1])) + 0.5 * math.log(2 * math.pi * math.e) * phi[1].shape[0]
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (64, 64),
                  activation: str = "tanh", log_std_init: float = 0.0,
@@ -636,6 +684,17 @@ class CategoricalMLPPolicy(_MLPPolicy):
 
     kind = "categorical"
 
+    def _kl_terms(self, phi_p, phi_q):
+        """Per-sample size of the terms of KL(p‖q): Σ_k p_k (|log p_k| + |log q_k|)."""
+        xp = backend.namespace(phi_p)
+        lp, lq = Categorical.log_softmax(phi_p), Categorical.log_softmax(phi_q)
+        return xp.sum(xp.exp(lp) * (xp.abs(lp) + xp.abs(lq)), axis=-1)
+
+    def _entropy_terms(self, phi, n):
+        """Size of the terms of the mean entropy: H̄ itself (a sum of non-negative terms)."""
+        xp = backend.namespace(phi)
+        return xp.abs(xp.mean(self._entropy_n(phi, n)))
+
     def __init__(self, obs_dim: int, n_actions: int, hidden_sizes: Sequence[int] = (64, 64),
                  activation: str = "tanh", hidden_gain: float = math.sqrt(2.0),
                  output_gain: float = 0.01):
@@ -691,6 +750,157 @@ class CategoricalMLPPolicy(_MLPPolicy):
     def _mode(self, logits):
         xp = backend.namespace(logits)
         return xp.argmax(logits, axis=1)
+
+
+class _IntegerActionsPolicy(_MLPPolicy):
+    """Shared plumbing of the heads whose actions are integer rows (N, A) and whose φ are the logits."""
+
+    _bounds = ()  # per column: number of values
+
+    def _check_act(self, act_na, n, theta_p):
+        xp = backend.namespace(theta_p, act_na)
+        width = len(self._bounds)
+        if tuple(act_na.shape) != (n, width):
+            raise ValueError(f"act must have shape ({n}, {width}) of integer actions, got {tuple(act_na.shape)}")
+        if not xp.isdtype(act_na.dtype, "integral"):
+            raise ValueError(f"act must hold integer actions, got dtype {act_na.dtype}")
+        if n:
+            hi = backend.from_numpy(np.asarray(self._bounds), xp, backend.device_of(act_na), act_na.dtype)
+            if not (bool(xp.all(act_na >= 0)) and bool(xp.all(act_na < hi[None, :]))):
+                raise ValueError(f"act column i must lie in [0, {list(self._bounds)}[i]) for this policy")
+        return act_na
+
+    def _dist(self, theta_p, obs_no):
+        return self.mlp.forward(theta_p, obs_no)
+
+    def _phi(self, theta_p, out_nk):
+        """φ from the network's output: the logits."""
+        return out_nk
+
+    def _pullback(self, theta_p, cache, phi_bar):
+        return self.mlp.vjp(cache, phi_bar, input_grad=False)[0]
+
+    def _logp(self, logits, act):
+        return self._head.log_prob(logits, act)
+
+    def _logp_grad(self, logits, act):
+        return self._head.log_prob_grad(logits, act)
+
+    def _entropy_n(self, logits, n):
+        return self._head.entropy(logits)
+
+    def _entropy_grad(self, logits, n):
+        return self._head.entropy_grad(logits) / n
+
+    def _kl(self, phi_p, phi_q):
+        return self._head.kl(phi_p, phi_q)
+
+    def _kl_grad_q(self, phi_p, phi_q):
+        return self._head.kl_grad_q(phi_p, phi_q)
+
+    def _kl_grad_p(self, phi_p, phi_q):
+        return self._head.kl_grad_p(phi_p, phi_q)
+
+    def _sample(self, logits, rng):
+        return self._head.sample_with_log_prob(logits, rng)
+
+    def act_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of a batch of ``n`` actions: (n, number of sub-actions or bits)."""
+        return (n, len(self._bounds))
+
+    def _kl_terms(self, phi_p, phi_q):
+        """Per-sample size of the terms of KL(p‖q): Σ p (|log p| + |log q|) over every outcome of every column."""
+        xp = backend.namespace(phi_p)
+        lp, lq = self._outcome_logs(phi_p), self._outcome_logs(phi_q)
+        return xp.sum(xp.exp(lp) * (xp.abs(lp) + xp.abs(lq)), axis=-1)
+
+    def _entropy_terms(self, phi, n):
+        """Size of the terms of the mean entropy: H̄ itself (a sum of non-negative terms)."""
+        xp = backend.namespace(phi)
+        return xp.abs(xp.mean(self._entropy_n(phi, n)))
+
+    def _output_metric(self, out):
+        """The metric M of the outputs at these logits, as ``rows(u, start, stop) -> M u`` (FisherOperator)."""
+        return lambda u, start, stop: self._head.fisher_product(out[start:stop, ...], u)
+
+
+class MultiCategoricalMLPPolicy(_IntegerActionsPolicy):
+    r"""Independent categoricals for MultiDiscrete actions: logits = MLP(s), one slice per sub-action.
+
+    .. math:: \log\pi(a|s) = \sum_i \log\mathrm{softmax}(z_i(s))_{a_i}
+
+    Parameters
+    ----------
+    obs_dim : int
+    nvec : sequence of int
+        Choices per sub-action (gymnasium's ``MultiDiscrete.nvec``), each >= 2.
+    hidden_sizes : sequence of int
+    activation : {"tanh", "relu"}
+    hidden_gain, output_gain : float
+    """
+
+    kind = "multicategorical"
+
+    def __init__(self, obs_dim: int, nvec, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
+                 hidden_gain: float = math.sqrt(2.0), output_gain: float = 0.01):
+        self._head = MultiCategorical(nvec)
+        self.nvec = self._head.nvec
+        super().__init__(obs_dim, self._head.width, hidden_sizes, activation, hidden_gain, output_gain)
+        self._bounds = self.nvec
+        self.act_dim = len(self.nvec)
+
+    def spec(self):
+        """Architecture description, with ``nvec``."""
+        s = super().spec()
+        s["nvec"] = list(self.nvec)
+        return s
+
+    def _mode(self, logits):
+        return self._head.mode(logits)
+
+    def _outcome_logs(self, logits):
+        return self._head.log_softmax(logits)
+
+
+class BernoulliMLPPolicy(_IntegerActionsPolicy):
+    r"""Independent Bernoulli bits for MultiBinary actions: logits = MLP(s).
+
+    .. math:: \log\pi(a|s) = \sum_k a_k\log\sigma(z_k) + (1 - a_k)\log\sigma(-z_k)
+
+    Parameters
+    ----------
+    obs_dim : int
+    n : int
+        Number of bits (gymnasium's ``MultiBinary.n``), >= 1.
+    hidden_sizes : sequence of int
+    activation : {"tanh", "relu"}
+    hidden_gain, output_gain : float
+    """
+
+    kind = "bernoulli"
+    _head = Bernoulli
+
+    def __init__(self, obs_dim: int, n: int, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
+                 hidden_gain: float = math.sqrt(2.0), output_gain: float = 0.01):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        super().__init__(obs_dim, int(n), hidden_sizes, activation, hidden_gain, output_gain)
+        self.n = int(n)
+        self._bounds = (2,) * self.n
+        self.act_dim = self.n
+
+    def _mode(self, logits):
+        xp = backend.namespace(logits)
+        return xp.astype(logits > 0, xp.int64)
+
+    @property
+    def mean_reduction_size(self) -> int:
+        """SB3's Bernoulli is not ``Independent``: its ``.mean()`` averages the n bits' KLs."""
+        return self.n
+
+    def _outcome_logs(self, logits):
+        xp = backend.namespace(logits)
+        return xp.concat([Bernoulli.log_sigmoid(logits), Bernoulli.log_sigmoid(-logits)], axis=-1)
 
 
 class PolicyAt:
@@ -876,7 +1086,11 @@ class FisherOperator:
             out, self._cache = policy.mlp.forward(theta_p[: self._p_mlp], obs_no)
         else:  # the forward pass at this θ on these observations, already done (PolicyAt)
             out, self._cache = forward
-        if isinstance(policy, GaussianMLPPolicy):
+        self._head_metric = None
+        if isinstance(policy, _IntegerActionsPolicy):
+            self._metric, self._probs = None, None
+            self._head_metric = policy._output_metric(out)  # M u of the head, by rows
+        elif isinstance(policy, GaussianMLPPolicy):
             # M / N for the mean block: 1/(N σ²), shared by every sample.
             self._metric = xp.exp(-2 * theta_p[self._p_mlp:]) / self.n
             self._probs = None
@@ -886,6 +1100,8 @@ class FisherOperator:
 
     def _metric_rows(self, out_dot, start, stop):
         """M_n (J v)_n / N for the samples ``start:stop`` (in place where it may)."""
+        if self._head_metric is not None:
+            return self._head_metric(out_dot, start, stop) / self.n
         if self._probs is None:
             out_dot *= self._metric  # M = diag(1/σ²); out_dot is a fresh product
             return out_dot
@@ -907,7 +1123,7 @@ class FisherOperator:
         self.n_products += 1
         fv = self.policy.mlp.gauss_newton_product(self._cache, v_p[: self._p_mlp], self._metric_rows,
                                                   self.block_rows)  # Jᵀ M J v / N
-        if self._probs is None:
+        if self._probs is None and self._head_metric is None:
             fv = xp.concat([fv, 2 * v_p[self._p_mlp:]])  # log σ block: 2 v
         if self.damping:
             fv = fv + self.damping * v_p
@@ -949,6 +1165,11 @@ def policy_from_spec(spec: dict) -> _MLPPolicy:
             return GaussianMLPPolicy(spec["obs_dim"], spec["out_dim"], log_std_init=spec.get("log_std_init", 0.0), **common)
         if kind == "categorical":
             return CategoricalMLPPolicy(spec["obs_dim"], spec["out_dim"], **common)
+        if kind == "multicategorical":
+            return MultiCategoricalMLPPolicy(spec["obs_dim"], spec["nvec"], **common)
+        if kind == "bernoulli":
+            return BernoulliMLPPolicy(spec["obs_dim"], spec["out_dim"], **common)
     except KeyError as exc:
         raise ValueError(f"policy spec is missing the field {exc.args[0]!r}") from exc
-    raise ValueError(f"unknown policy kind {kind!r}; expected 'gaussian' or 'categorical'")
+    raise ValueError(f"unknown policy kind {kind!r}; expected 'gaussian', 'categorical', 'multicategorical' "
+                     "or 'bernoulli'")

@@ -3,7 +3,7 @@ r"""Sampling on ``gymnasium.vector``: E environments × T steps -> a host batch.
 =============================  ==================================================
 :func:`make_vector_env`        ``gymnasium.make_vec`` (sync, or async: one process per env),
                                autoreset disabled: this module resets finished envs itself
-:func:`check_spaces`           Box / Discrete actions, Box observations; anything else is an error naming it
+:func:`check_spaces`           Box / Discrete / MultiDiscrete / MultiBinary actions, Box observations; anything else is an error naming it
 :class:`VectorRollout`         collects :class:`RolloutBatch` es and can save / restore the
                                exact state of every env between iterations
 :class:`RolloutBatch`          arrays shaped (T, E, ...), episode returns and lengths
@@ -132,7 +132,8 @@ class EpisodeReplay(gym.Wrapper):
 
 
 def check_spaces(observation_space, action_space) -> None:
-    r"""Raise :class:`UnsupportedSpaceError` unless obs is a 1-D Box and actions a 1-D Box or Discrete.
+    r"""Raise :class:`UnsupportedSpaceError` unless obs is a 1-D Box and actions a 1-D Box, Discrete,
+    1-D MultiDiscrete (start 0) or 1-D MultiBinary.
 
     Parameters
     ----------
@@ -148,9 +149,16 @@ def check_spaces(observation_space, action_space) -> None:
         return
     if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
         return
+    if isinstance(action_space, spaces.MultiDiscrete) and len(action_space.nvec.shape) == 1:
+        if np.any(action_space.start != 0) or np.any(action_space.nvec < 2):
+            raise UnsupportedSpaceError(f"unsupported action space {action_space}: MultiDiscrete needs start 0 "
+                                        "and at least 2 choices per sub-action")
+        return
+    if isinstance(action_space, spaces.MultiBinary) and len(action_space.shape) == 1:
+        return
     raise UnsupportedSpaceError(
         f"unsupported action space {type(action_space).__name__} ({action_space}): "
-        "only Box (1-D, continuous) and Discrete are supported")
+        "only Box (1-D, continuous), Discrete, MultiDiscrete (1-D) and MultiBinary (1-D) are supported")
 
 
 class HostSampler:
@@ -260,10 +268,12 @@ class VectorRollout:
         self.observation_space = self.envs.single_observation_space
         self.action_space = self.envs.single_action_space
         self.obs_dim = int(self.observation_space.shape[0])
-        self.discrete = isinstance(self.action_space, spaces.Discrete)
-        if self.discrete:
+        self.discrete = isinstance(self.action_space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary))
+        if isinstance(self.action_space, spaces.Discrete):
             self.n_actions = int(self.action_space.n)
             self.act_dim = 1
+        elif self.discrete:  # integer rows: MultiDiscrete sub-actions or MultiBinary bits
+            self.act_dim = int(self.action_space.shape[0])
         else:
             self.act_dim = int(self.action_space.shape[0])
             self.low = np.asarray(self.action_space.low, dtype=np.float64)
@@ -320,7 +330,10 @@ class VectorRollout:
         norm = obs_normalizer.normalize if obs_normalizer is not None else (lambda o: o)
         raw_obs_teo = np.empty((T, E, O))
         next_raw_teo = np.empty((T, E, O))
-        act_te = np.empty((T, E), dtype=np.int64) if self.discrete else np.empty((T, E, self.act_dim))
+        if isinstance(self.action_space, spaces.Discrete):
+            act_te = np.empty((T, E), dtype=np.int64)
+        else:
+            act_te = np.empty((T, E, self.act_dim), dtype=np.int64 if self.discrete else np.float64)
         env_act_te = act_te if self.discrete else np.empty((T, E, self.act_dim))
         logp_te = np.empty((T, E))
         rew_te = np.empty((T, E))
@@ -382,8 +395,10 @@ class VectorRollout:
                 "ep_return_e": [float(r) for r in self.ep_return_e], "ep_len_e": [int(n) for n in self.ep_len_e]}
         arrays = {"rollout/obs_eo": np.asarray(self.obs_eo)}
         for i, acts in enumerate(self.ep_actions):
-            if self.discrete:
+            if isinstance(self.action_space, spaces.Discrete):
                 arrays[f"rollout/ep_actions_{i}"] = np.asarray(acts, dtype=np.int64).reshape(len(acts))
+            elif self.discrete:  # MultiDiscrete / MultiBinary rows
+                arrays[f"rollout/ep_actions_{i}"] = np.asarray(acts, dtype=np.int64).reshape(len(acts), self.act_dim)
             else:
                 arrays[f"rollout/ep_actions_{i}"] = np.asarray(acts, dtype=np.float64).reshape(len(acts), self.act_dim)
         return meta, arrays

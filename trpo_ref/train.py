@@ -53,7 +53,8 @@ from . import backend, rundir
 from .advantages import gae
 from .fileio import atomic_savez, atomic_write_text
 from .normalize import ObsNormalizer, RewardScaler
-from .policy import CategoricalMLPPolicy, GaussianMLPPolicy, policy_from_spec
+from .policy import (BernoulliMLPPolicy, CategoricalMLPPolicy, GaussianMLPPolicy, MultiCategoricalMLPPolicy,
+                     policy_from_spec)
 from .rollout import VectorRollout
 from .rundir import load_npz
 from .trpo import Batch, StepInfo, TRPOConfig, trpo_step
@@ -379,7 +380,8 @@ def _json_array(obj) -> np.ndarray:
 
 # ------------------------------------------------------------------------ the policy
 def make_policy(cfg: TrainConfig, rollout: VectorRollout):
-    r"""The policy for the rollout's spaces: categorical for Discrete actions, Gaussian otherwise.
+    r"""The policy for the rollout's spaces: categorical for Discrete actions, one categorical per
+    sub-action for MultiDiscrete, Bernoulli bits for MultiBinary, Gaussian for Box.
 
     Parameters
     ----------
@@ -392,6 +394,14 @@ def make_policy(cfg: TrainConfig, rollout: VectorRollout):
     -------
     GaussianMLPPolicy or CategoricalMLPPolicy
     """
+    from gymnasium import spaces
+
+    space = rollout.action_space
+    if isinstance(space, spaces.MultiDiscrete):
+        return MultiCategoricalMLPPolicy(rollout.obs_dim, [int(k) for k in space.nvec], cfg.hidden_sizes,
+                                         cfg.activation)
+    if isinstance(space, spaces.MultiBinary):
+        return BernoulliMLPPolicy(rollout.obs_dim, int(space.shape[0]), cfg.hidden_sizes, cfg.activation)
     if rollout.discrete:
         return CategoricalMLPPolicy(rollout.obs_dim, rollout.n_actions, cfg.hidden_sizes, cfg.activation)
     return GaussianMLPPolicy(rollout.obs_dim, rollout.act_dim, cfg.hidden_sizes, cfg.activation,
@@ -589,10 +599,8 @@ class Trainer:
 
         obs_no = dev_arr(batch.obs_teo.reshape(T * E, -1))
         next_obs_no = dev_arr(batch.next_obs_teo.reshape(T * E, -1))
-        if self.rollout.discrete:
-            act = dev_arr(batch.act_te.reshape(T * E), xp.int64)
-        else:
-            act = dev_arr(batch.act_te.reshape(T * E, -1))
+        act_shape = self.policy.act_shape(T * E)  # (N,) or (N, A): the policy's action rows
+        act = dev_arr(batch.act_te.reshape(act_shape), dtype if self.policy.continuous_actions else xp.int64)
         val_n = vf.predict(self.w, obs_no)
         next_val_n = vf.predict(self.w, next_obs_no)
         adv_te, ret_te = gae(dev_arr(rew_te), xp.reshape(val_n, (T, E)), xp.reshape(next_val_n, (T, E)),

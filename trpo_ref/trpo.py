@@ -344,7 +344,7 @@ def prepare_update(policy, theta, batch: Batch, config: TRPOConfig, x0=None) -> 
         m = max(1, int(round(config.fisher_fraction * fisher_obs.shape[0])))
         pick = np.sort(rng.choice(fisher_obs.shape[0], size=m, replace=False))
         fisher_obs = xp.take(fisher_obs, backend.from_numpy(pick, xp, dev), axis=0)
-    kl_scale = 1.0 / policy.act_dim if (policy.kind == "gaussian" and config.kl_action_reduction == "mean") else 1.0
+    kl_scale = 1.0 / policy.mean_reduction_size if config.kl_action_reduction == "mean" else 1.0
     if x0 is None and config.cg_x0 == "random":
         x0 = config.cg_x0_scale * rng.standard_normal(policy.num_params)
     if x0 is not None:

@@ -248,7 +248,7 @@ def check_shapes(raw: dict, policy, where: str) -> None:
     obs = raw["obs"]
     if obs.ndim != 2 or obs.shape[0] < 1:
         raise ValueError(f"{where}: 'obs' has shape {obs.shape}; expected (N, {policy.obs_dim}) with N >= 1")
-    known = {"P": policy.num_params, "N": obs.shape[0], "O": policy.obs_dim, "A": getattr(policy, "act_dim", None)}
+    known = {"P": policy.num_params, "N": obs.shape[0], "O": policy.obs_dim}
     bound: dict[str, tuple[int, str]] = {}
 
     def bad(key, want):
@@ -264,9 +264,10 @@ def check_shapes(raw: dict, policy, where: str) -> None:
             bad(f.key, f"{f.dtype} {want_shape}")
         shape = f.shape
         if shape == ("act",):
-            shape = ("N", "A") if policy.kind == "gaussian" else ("N",)
-            if (policy.kind == "gaussian") != (arr.dtype.kind == "f"):
-                bad("act", ("float " if policy.kind == "gaussian" else "integer ") + _shape_text(shape, known))
+            shape = ("N",) + tuple(str(d) for d in policy.act_shape(1)[1:])
+            known.update({str(d): d for d in policy.act_shape(1)[1:]})
+            if policy.continuous_actions != (arr.dtype.kind == "f"):
+                bad("act", ("float " if policy.continuous_actions else "integer ") + _shape_text(shape, known))
             want_shape = _shape_text(shape, known)
         if arr.ndim != len(shape):
             bad(f.key, want_shape + ("" if shape else " (a 0-d array, a scalar)"))

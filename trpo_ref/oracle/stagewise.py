@@ -60,30 +60,17 @@ def surrogate_terms(policy, theta, prep, entropy_coef: float = 0.0) -> float:
 
 
 def kl_terms(policy, theta_old, theta, obs, reverse: bool) -> float:
-    r"""Size of the terms of the mean KL between π_old and π_θ (the scale of its rounding).
-
-    Gaussian: :math:`\frac1N\sum_n\sum_a |\log\sigma_p| + |\log\sigma_q| + \frac{\sigma_p^2 + (\mu_p-\mu_q)^2}{2\sigma_q^2} + \frac12`;
-    categorical: :math:`\frac1N\sum_n\sum_k p_k(|\log p_k| + |\log q_k|)`.
-    """
+    r"""Size of the terms of the mean KL between π_old and π_θ (the scale of its rounding), from the policy's head."""
     phi_old, _ = policy._dist(theta_old, obs)
     phi, _ = policy._dist(theta, obs)
     p, q = (phi, phi_old) if reverse else (phi_old, phi)
-    if policy.kind == "gaussian":
-        (mu_p, ls_p), (mu_q, ls_q) = p, q
-        t = (np.abs(ls_p) + np.abs(ls_q) + (np.exp(2 * ls_p) + (mu_p - mu_q) ** 2) / (2 * np.exp(2 * ls_q)) + 0.5)
-        return float(np.mean(np.sum(t, axis=-1)))
-    from ..distributions import Categorical
-
-    lp, lq = Categorical.log_softmax(p), Categorical.log_softmax(q)
-    return float(np.mean(np.sum(np.exp(lp) * (np.abs(lp) + np.abs(lq)), axis=-1)))
+    return float(np.mean(policy._kl_terms(p, q)))
 
 
 def entropy_terms(policy, theta, obs) -> float:
-    r"""Size of the terms of the mean entropy: :math:`\sum_a (|\log\sigma_a| + \tfrac12\log 2\pi e)` (Gaussian), H itself (categorical)."""
-    if policy.kind == "gaussian":
-        ls = theta[policy.mlp.num_params:]
-        return float(np.sum(np.abs(ls)) + 0.5 * math.log(2 * math.pi * math.e) * ls.shape[0])
-    return abs(float(policy.entropy(theta, obs)))
+    r"""Size of the terms of the mean entropy, from the policy's head (Gaussian: Σ_a |log σ_a| + ½ log 2πe)."""
+    phi, _ = policy._dist(theta, obs)
+    return float(policy._entropy_terms(phi, obs.shape[0]))
 
 
 def _stopping_rule(config, rr: float, b_norm: float) -> bool:
