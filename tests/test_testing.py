@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from torch.distributions import Categorical, Independent, Normal, kl_divergence  # noqa: E402
+from torch.distributions import Bernoulli, Categorical, Independent, Normal, kl_divergence  # noqa: E402
 
 from trpo_ref.oracle import candidate_update, realistic_case, synthetic_case  # noqa: E402
 from trpo_ref.testing import (assert_fvp_matches, assert_kl_matches, assert_policy_gradient_matches,  # noqa: E402
@@ -178,3 +178,37 @@ def test_assert_fvp_matches__float32_actors(actor_log_std):
     actor, log_std = actor_log_std
     obs = torch.as_tensor(np.random.default_rng(0).standard_normal((16, actor[0].in_features)), dtype=torch.float32)
     assert_fvp_matches(torch_fvp(actor, log_std, obs, 0.1), actor, obs, log_std=log_std, damping=0.1, n_vectors=1)
+
+
+@pytest.mark.parametrize("head", ["bernoulli", "multicategorical"])
+def test_assert_fvp_and_gradient__multibinary_and_multidiscrete_heads(head):
+    torch.manual_seed(0)
+    nvec = (2, 3)
+    actor = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 5)).double()
+    params = list(actor.parameters())
+    obs = torch.randn(50, 3, dtype=torch.float64)
+
+    def parts(out):  # one torch distribution per independent piece of the action
+        if head == "bernoulli":
+            return [Independent(Bernoulli(logits=out), 1)]
+        return [Categorical(logits=out[:, :2]), Categorical(logits=out[:, 2:])]
+
+    with torch.no_grad():
+        old_out = actor(obs)
+    kl = sum(kl_divergence(p, q) for p, q in zip(parts(old_out), parts(actor(obs)))).mean()
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(kl, params, create_graph=True)])
+    fvp = lambda v: torch.cat([h.reshape(-1) for h in torch.autograd.grad(grad @ v, params,  # noqa: E731
+                                                                           retain_graph=True)])
+    bridge = from_module(actor, head=head, nvec=nvec if head == "multicategorical" else None)
+    assert_fvp_matches(fvp, bridge, obs)
+    with pytest.raises(AssertionError, match="Fisher-vector products"):
+        assert_fvp_matches(lambda v: fvp(v) * (1 + 1e-6), bridge, obs)
+    with torch.no_grad():
+        act = torch.stack([p.sample() for p in parts(old_out)], -1) if head != "bernoulli" \
+            else parts(old_out)[0].sample()
+    def logp(out):
+        return parts(out)[0].log_prob(act) if head == "bernoulli" else \
+            sum(p.log_prob(act[:, i]) for i, p in enumerate(parts(out)))
+    logp_old, adv = logp(old_out), torch.randn(50, dtype=torch.float64)
+    g = torch.autograd.grad(((logp(actor(obs)) - logp_old).exp() * adv).mean(), params)
+    assert_policy_gradient_matches(g, bridge, obs, act, adv, logp_old)

@@ -129,6 +129,20 @@ def test_from_module__a_transformation_inside_forward_is_caught_by_the_probe():
         from_module(softmax)
 
 
+def test_from_module__multidiscrete_and_multibinary_heads():
+    actor = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 5)).double()
+    assert from_module(actor).policy.kind == "categorical"                       # the default without log_std
+    assert from_module(actor, head="bernoulli").policy.n == 5
+    multi = from_module(actor, head="multicategorical", nvec=[2, 3]).policy
+    assert multi.kind == "multicategorical" and list(multi.nvec) == [2, 3]
+    with pytest.raises(ValueError, match=r"needs nvec with sum 5"):
+        from_module(actor, head="multicategorical", nvec=[2, 2])
+    with pytest.raises(ValueError, match="log_std was given but head is 'bernoulli'"):
+        from_module(actor, torch.zeros(5, dtype=torch.float64), head="bernoulli")
+    with pytest.raises(ValueError, match="a Gaussian head needs log_std"):
+        from_module(actor, head="gaussian")
+
+
 def test_from_module__stray_parameter_is_named_with_a_hint():
     actor = _SigmaFirst(3, 2, (2,))
     with pytest.raises(ValueError, match=r"cannot express parameter 'sigma_param' \(2,\).*pass it as log_std"):
@@ -145,8 +159,9 @@ def test_from_module__stray_parameter_is_named_with_a_hint():
 def test_bridge__round_trips_and_forward_agree(pt):
     pol, theta = pt
     actor, log_std = to_module(pol, theta)
-    bridge = from_module(actor, log_std)
-    same = ("kind", "obs_dim", "out_dim", "hidden_sizes") + (("activation",) if pol.hidden_sizes else ())
+    bridge = from_module(actor, log_std, head=pol.kind, nvec=getattr(pol, "nvec", None))
+    same = ("kind", "obs_dim", "out_dim", "hidden_sizes") + (("activation",) if pol.hidden_sizes else ()) \
+        + (("nvec",) if pol.kind == "multicategorical" else ())
     assert {k: bridge.policy.spec()[k] for k in same} == {k: pol.spec()[k] for k in same}
     np.testing.assert_array_equal(bridge.theta, theta)                 # exact: only a permutation
     params = list(actor.parameters()) + ([log_std] if log_std is not None else [])

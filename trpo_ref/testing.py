@@ -89,7 +89,8 @@ def _obs(bridge, obs):
 def _kl_scale(policy, kl_action_reduction: str) -> float:
     if kl_action_reduction not in ("sum", "mean"):
         raise ValueError(f"kl_action_reduction must be 'sum' or 'mean', got {kl_action_reduction!r}")
-    return 1.0 / policy.act_dim if (policy.kind == "gaussian" and kl_action_reduction == "mean") else 1.0
+    # as trpo_ref.trpo.prepare_update: SB3's "mean" divides by the dimensions its KL averages over
+    return 1.0 / policy.mean_reduction_size if kl_action_reduction == "mean" else 1.0
 
 
 def assert_fvp_matches(fvp, actor, obs, *, log_std=None, damping: float = 0.0, kl_action_reduction: str = "sum",
@@ -217,12 +218,11 @@ def assert_policy_gradient_matches(grad, actor, obs, act, adv, logp_old, *, log_
         The actions, the advantages **as the surrogate used them** (after any
         normalisation) and the log-probabilities recorded at sampling.
     """
-    from .torch import to_numpy
+    from .torch import actions, to_numpy
 
     bridge = _bridge(actor, log_std)
     pol, theta, obs_no = bridge.policy, bridge.theta, _obs(bridge, obs)
-    a = to_numpy(act)
-    a = a.astype(np.int64).reshape(-1) if pol.kind == "categorical" else a.reshape(-1, pol.act_dim)
+    a = actions(pol, act, obs_no.shape[0])
     ref = pol.surrogate_grad(theta, obs_no, a, to_numpy(adv).reshape(-1), to_numpy(logp_old).reshape(-1))
     cand = bridge.to_theta(grad() if callable(grad) else grad, sign)
     _compare_vectors("Policy gradients g", cand, ref, bridge, _rtol(bridge, rtol))
@@ -253,26 +253,34 @@ def assert_update_matches(trace_or_recorder, *, rtol: float | None = None) -> No
 
 
 # --------------------------------------------------------------- strategies
-def policies(kinds=("gaussian", "categorical"), activations=("tanh", "relu"), max_layers: int = 2,
-             max_width: int = 8, max_obs_dim: int = 5, max_out_dim: int = 4):
+def policies(kinds=("gaussian", "categorical", "multicategorical", "bernoulli"), activations=("tanh", "relu"),
+             max_layers: int = 2, max_width: int = 8, max_obs_dim: int = 5, max_out_dim: int = 4):
     """Hypothesis strategy of ``(policy, theta)``: random MLP policies of every head, θ from a drawn seed.
+
+    Heads: Gaussian, categorical, MultiDiscrete (``multicategorical``, 1–3
+    sub-actions of 2–``max_out_dim`` choices) and MultiBinary (``bernoulli``).
 
     θ is the orthogonal initialisation plus 0.3·N(0, 1) (so the output layer
     and log σ are not ≈0), drawn with ``numpy.random.default_rng(seed)``.
     """
     from hypothesis import strategies as st
 
-    from .policy import CategoricalMLPPolicy, GaussianMLPPolicy
+    from .policy import BernoulliMLPPolicy, CategoricalMLPPolicy, GaussianMLPPolicy, MultiCategoricalMLPPolicy
 
     @st.composite
     def build(draw):
         kind = draw(st.sampled_from(tuple(kinds)))
         obs_dim = draw(st.integers(1, max_obs_dim))
-        out_dim = draw(st.integers(1 if kind == "gaussian" else 2, max_out_dim))
         hidden = tuple(draw(st.lists(st.integers(1, max_width), min_size=0, max_size=max_layers)))
         act = draw(st.sampled_from(tuple(activations)))
-        cls = GaussianMLPPolicy if kind == "gaussian" else CategoricalMLPPolicy
-        policy = cls(obs_dim, out_dim, hidden, act)
+        if kind == "multicategorical":
+            nvec = draw(st.lists(st.integers(2, max(2, max_out_dim)), min_size=1, max_size=3))
+            policy = MultiCategoricalMLPPolicy(obs_dim, nvec, hidden, act)
+        else:
+            out_dim = draw(st.integers(2 if kind == "categorical" else 1, max_out_dim))
+            cls = {"gaussian": GaussianMLPPolicy, "categorical": CategoricalMLPPolicy,
+                   "bernoulli": BernoulliMLPPolicy}[kind]
+            policy = cls(obs_dim, out_dim, hidden, act)
         seed = draw(st.integers(0, 2**32 - 1))
         rng = np.random.default_rng(seed)
         theta = np.asarray(policy.init_params(seed % 2**31)) + 0.3 * rng.standard_normal(policy.num_params)
@@ -281,8 +289,12 @@ def policies(kinds=("gaussian", "categorical"), activations=("tanh", "relu"), ma
     return build()
 
 
-def torch_actors(dtype: str = "float64", **policy_kwargs):
-    """Hypothesis strategy of ``(actor, log_std)``: the torch modules of :func:`policies` (log_std None: categorical)."""
+def torch_actors(dtype: str = "float64", kinds=("gaussian", "categorical"), **policy_kwargs):
+    """Hypothesis strategy of ``(actor, log_std)``: the torch modules of :func:`policies` (log_std None: categorical).
+
+    Gaussian and categorical by default, so ``from_module(actor, log_std)`` reads them
+    as they are; for the other heads draw :func:`policies` and pass ``head`` (and ``nvec``).
+    """
     from hypothesis import strategies as st
 
     def make(pt):
@@ -292,7 +304,7 @@ def torch_actors(dtype: str = "float64", **policy_kwargs):
 
         return to_module(pt[0], pt[1], dtype={"float64": torch.float64, "float32": torch.float32}[dtype])
 
-    return policies(**policy_kwargs).map(make)
+    return policies(kinds=kinds, **policy_kwargs).map(make)
 
 
 def batches(policy, theta, min_n: int = 2, max_n: int = 64):

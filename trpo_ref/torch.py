@@ -35,9 +35,13 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 
 from .config import PRESETS, TRPOConfig
 from .oracle.compare import param_locator
-from .policy import CategoricalMLPPolicy, GaussianMLPPolicy
+from .policy import BernoulliMLPPolicy, CategoricalMLPPolicy, GaussianMLPPolicy, MultiCategoricalMLPPolicy
 
-__all__ = ["TorchBridge", "from_module", "to_module", "to_numpy", "Recorder"]
+__all__ = ["TorchBridge", "from_module", "to_module", "to_numpy", "actions", "Recorder", "HEADS"]
+
+#: Policy heads :func:`from_module` builds: a Gaussian (with ``log_std``), or logits of a categorical, a
+#: MultiDiscrete (``nvec``) or a MultiBinary (Bernoulli) action.
+HEADS = ("gaussian", "categorical", "multicategorical", "bernoulli")
 
 _ACTIVATIONS = {nn.Tanh: "tanh", nn.ReLU: "relu"}
 _NO_OPS = (nn.Identity, nn.Flatten, nn.Dropout)  # Dropout only in eval mode (checked)
@@ -51,6 +55,18 @@ def to_numpy(x, dtype=np.float64) -> np.ndarray:
     if isinstance(x, (list, tuple)) and x and all(isinstance(t, torch.Tensor) for t in x):
         return np.concatenate([to_numpy(t, dtype).reshape(-1) for t in x])
     return np.array(x, dtype=dtype, copy=True)
+
+
+def actions(policy, act, n: int | None = None) -> np.ndarray:
+    """Actions (tensor or array) in the dtype and shape ``policy`` takes: float (N, A) Gaussian, int (N,)
+    categorical, int (N, k) MultiDiscrete / MultiBinary (``n`` = N when a flat vector must be reshaped)."""
+    a = to_numpy(act)
+    if policy.kind == "gaussian":
+        return a.reshape(-1, policy.act_dim)
+    a = np.rint(a).astype(np.int64)
+    if policy.kind == "categorical":
+        return a.reshape(-1)
+    return a.reshape(n if n is not None else a.shape[0], -1)
 
 
 def _leaves(module: nn.Module, prefix: str = ""):
@@ -218,7 +234,8 @@ def _check_forward(actor, bridge) -> None:
               "not expressible; pass check_forward=False if the output compared is not the mean or the logits")
 
 
-def from_module(actor: nn.Module, log_std=None, *, check_forward: bool = True) -> TorchBridge:
+def from_module(actor: nn.Module, log_std=None, *, head: str | None = None, nvec=None,
+                check_forward: bool = True) -> TorchBridge:
     """Bridge a torch actor made of ``nn.Linear`` and tanh/ReLU layers to a trpo_ref policy.
 
     Parameters
@@ -231,6 +248,12 @@ def from_module(actor: nn.Module, log_std=None, *, check_forward: bool = True) -
     log_std : torch.Tensor, nn.Parameter or str, optional
         The state-independent log σ of a Gaussian, shape (A,), (1, A) or (A, 1),
         or the name of that parameter in ``actor.named_parameters()``.  None: categorical.
+    head : {"gaussian", "categorical", "multicategorical", "bernoulli"}, optional
+        The action distribution; default "gaussian" with ``log_std``, else
+        "categorical".  "multicategorical" (a MultiDiscrete action) needs ``nvec``;
+        "bernoulli" (MultiBinary) reads one logit per bit.
+    nvec : sequence of int, optional
+        Choices per sub-action of a MultiDiscrete action (sum = the last layer's outputs).
     check_forward : bool
         Call ``actor`` on a probe batch and, when its output holds a tensor of
         shape (n, out_dim), require it to equal the Linear chain's output (the
@@ -314,13 +337,25 @@ def from_module(actor: nn.Module, log_std=None, *, check_forward: bool = True) -
     hidden = tuple(m.out_features for _, m in linears[:-1])
     out_dim = linears[-1][1].out_features
     act_name = activation or "tanh"  # a single Linear has no hidden activation
-    if log_std is not None:
+    head = head or ("gaussian" if log_std is not None else "categorical")
+    if head not in HEADS:
+        _fail(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    if (head == "gaussian") != (log_std is not None):
+        _fail("a Gaussian head needs log_std (its state-independent log σ)" if head == "gaussian"
+              else f"log_std was given but head is {head!r}: only a Gaussian has a log σ")
+    if head == "gaussian":
         if log_std.numel() != out_dim or sum(d != 1 for d in log_std.shape) > 1:
             _fail(f"log_std has shape {tuple(log_std.shape)}; expected ({out_dim},), (1, {out_dim}) or "
                   f"({out_dim}, 1) for a {out_dim}-dimensional action")
         policy = GaussianMLPPolicy(obs_dim, out_dim, hidden, act_name)
-    else:
+    elif head == "categorical":
         policy = CategoricalMLPPolicy(obs_dim, out_dim, hidden, act_name)
+    elif head == "bernoulli":
+        policy = BernoulliMLPPolicy(obs_dim, out_dim, hidden, act_name)
+    else:
+        if nvec is None or int(np.sum(nvec)) != out_dim:
+            _fail(f"head 'multicategorical' needs nvec with sum {out_dim} (the last layer's outputs), got {nvec!r}")
+        policy = MultiCategoricalMLPPolicy(obs_dim, [int(k) for k in nvec], hidden, act_name)
     dtypes = {p.dtype for p in actor.parameters()} | ({log_std.dtype} if log_std is not None else set())
     if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float64}:
         _fail(f"parameters must all be float32 or all float64, got {sorted(map(str, dtypes))}")
@@ -425,11 +460,11 @@ class Recorder:
         self.dtype = dtype or bridge.dtype
         self.producer = producer or f"torch update ({type(bridge.actor).__name__})"
         pol = bridge.policy
-        a = to_numpy(act)
+        obs_no = to_numpy(obs).reshape(-1, pol.obs_dim)
         self.inputs = {
             "theta_old": bridge.theta,
-            "obs": to_numpy(obs).reshape(-1, pol.obs_dim),
-            "act": a.astype(np.int64).reshape(-1) if pol.kind == "categorical" else a.reshape(-1, pol.act_dim),
+            "obs": obs_no,
+            "act": actions(pol, act, obs_no.shape[0]),
             "adv": to_numpy(adv).reshape(-1),
             "logp_old": to_numpy(logp_old).reshape(-1),
         }
