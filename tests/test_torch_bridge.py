@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from hypothesis import given, settings  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.distributions import Categorical, Independent, Normal, kl_divergence  # noqa: E402
+from torch.distributions import Bernoulli, Categorical, Independent, Normal, kl_divergence  # noqa: E402
 from torch.nn.utils import parameters_to_vector, vector_to_parameters  # noqa: E402
 
 import trpo_ref as tr  # noqa: E402
@@ -189,32 +189,38 @@ def _case(kind="gaussian", dtype=torch.float64, seed=0, n=96, hidden=(16, 16)):
     log_std = nn.Parameter(torch.full((out,), -0.3, dtype=dtype)) if kind == "gaussian" else None
     obs = torch.randn(n, 3, dtype=dtype)
     with torch.no_grad():
-        d = _dist(actor, log_std, obs)
+        d = _dist(actor, log_std, obs, kind)
         act = d.sample()
         logp_old = d.log_prob(act)
     adv = 1.5 * torch.randn(n, dtype=dtype) + 0.5
     return actor, log_std, obs, act, adv, logp_old
 
 
-def _dist(actor, log_std, obs):
+def _dist(actor, log_std, obs, head=None):
     out = actor(obs)
-    return Independent(Normal(out, log_std.exp()), 1) if log_std is not None else Categorical(logits=out)
+    if log_std is not None:
+        return Independent(Normal(out, log_std.exp()), 1)
+    return Independent(Bernoulli(logits=out), 1) if head == "bernoulli" else Categorical(logits=out)
 
 
-def torch_trpo(actor, log_std, obs, act, adv_raw, logp_old, rec, *, max_kl=0.01, bug=None):
+def torch_trpo(actor, log_std, obs, act, adv_raw, logp_old, rec, *, max_kl=0.01, bug=None, head=None):
     """A tianshou-style TRPO update in torch (CG on −g, fractions 0.8^j), recording every stage."""
+    _d = _dist
+
+    def _dist_h(a, ls, o):
+        return _d(a, ls, o, head)
     params = list(actor.parameters()) + ([log_std] if log_std is not None else [])
     flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])  # noqa: E731
     adv = (adv_raw - adv_raw.mean()) / adv_raw.std()
-    ratio = (_dist(actor, log_std, obs).log_prob(act) - logp_old).exp()
+    ratio = (_dist_h(actor, log_std, obs).log_prob(act) - logp_old).exp()
     if bug == "ratio_in_float32":
         ratio = ratio.float()
     loss = -(ratio * adv).mean()
     grad = flat(torch.autograd.grad(loss, params))
     rec.g(grad, sign=-1)
     with torch.no_grad():
-        old = _dist(actor, log_std, obs)
-    kl_grad = flat(torch.autograd.grad(kl_divergence(old, _dist(actor, log_std, obs)).mean(), params,
+        old = _dist_h(actor, log_std, obs)
+    kl_grad = flat(torch.autograd.grad(kl_divergence(old, _dist_h(actor, log_std, obs)).mean(), params,
                                        create_graph=True))
     damping = 0.0 if bug == "fvp_without_damping" else 0.1
     raw_fvp = lambda v: flat(torch.autograd.grad(kl_grad @ v, params, retain_graph=True))  # noqa: E731
@@ -243,10 +249,10 @@ def torch_trpo(actor, log_std, obs, act, adv_raw, logp_old, rec, *, max_kl=0.01,
     with torch.no_grad():
         for j in range(10):
             vector_to_parameters(theta0 + 0.8 ** j * beta * direction, params)
-            new_ratio = (_dist(actor, log_std, obs).log_prob(act) - logp_old).exp()
+            new_ratio = (_dist_h(actor, log_std, obs).log_prob(act) - logp_old).exp()
             new_loss = -(new_ratio * adv).mean()
-            d_old, d_new = (_dist(actor, log_std, obs), old) if bug == "kl_direction_swapped" else \
-                (old, _dist(actor, log_std, obs))
+            d_old, d_new = (_dist_h(actor, log_std, obs), old) if bug == "kl_direction_swapped" else \
+                (old, _dist_h(actor, log_std, obs))
             kl = kl_divergence(d_old, d_new).mean()
             rec.line_search_try(0.8 ** j, kl=kl, improvement=loss - new_loss)
             if kl < max_kl and new_loss < loss:
@@ -257,11 +263,11 @@ def torch_trpo(actor, log_std, obs, act, adv_raw, logp_old, rec, *, max_kl=0.01,
     return rec
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("kind", ["gaussian", "categorical", "bernoulli"])
 def test_recorder__correct_torch_update_passes_stagewise(kind):
     actor, log_std, obs, act, adv, logp_old = _case(kind)
-    rec = Recorder(from_module(actor, log_std), obs, act, adv, logp_old, preset="tianshou")
-    trace = torch_trpo(actor, log_std, obs, act, adv, logp_old, rec).trace()
+    rec = Recorder(from_module(actor, log_std, head=kind), obs, act, adv, logp_old, preset="tianshou")
+    trace = torch_trpo(actor, log_std, obs, act, adv, logp_old, rec, head=kind).trace()
     assert trace.meta["dtype"] == "float64" and trace.status == "accepted"
     assert trace.preset == "tianshou" and trace.config == tr.TRPOConfig.preset("tianshou")
     report = check_trace(trace, drift=False)
@@ -271,7 +277,7 @@ def test_recorder__correct_torch_update_passes_stagewise(kind):
             "ls[0].kl", "ls[0].improvement", "accepted_index", "theta_new", "status"} <= compared
     # θ_new really moved, and is what the actor holds now
     assert not np.array_equal(trace["theta_new"], trace["theta_old"])
-    np.testing.assert_array_equal(trace["theta_new"], from_module(actor, log_std).theta)
+    np.testing.assert_array_equal(trace["theta_new"], from_module(actor, log_std, head=kind).theta)
 
 
 def test_recorder__float32_update_is_judged_at_float32_tolerance():
