@@ -56,6 +56,8 @@ def spread():
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="recompute and check instead of writing")
+    ap.add_argument("--missing", action="store_true",
+                    help="write only the files that do not exist yet (a new preset), leaving the others untouched")
     ap.add_argument("--spread", action="store_true", help="measure stage-wise errors and the end-to-end spread")
     args = ap.parse_args(argv)
     if args.spread:
@@ -72,6 +74,8 @@ def main(argv=None) -> int:
             fresh = compare_traces(recompute(golden_trace(preset, kind, seed)), golden_trace(preset, kind, seed))
             print(f"{name:32s} {'ok' if report.ok and fresh.ok else 'FAIL'}")
             bad += not (report.ok and fresh.ok)
+        elif args.missing and path.exists():
+            continue
         else:
             trace = golden_trace(preset, kind, seed)
             trace.save(path)

@@ -228,6 +228,15 @@ def test_presets__fields_match_the_verified_table():
         "modular_rl": dict(cg_damping=1e-3, kl_bound_factor=None, improve_ratio=0.1, backtrack_coeff=0.5),
         "garage": dict(cg_damping=1e-5, backtrack_coeff=0.8, backtrack_iters=15, kl_strict=True,
                        adv_eps_mode="var_plus_eps", adv_std_ddof=1),
+        # tianshou 2.0.1 and skrl 2.1.1 (docs/presets.md cites each line)
+        "tianshou": dict(cg_iters=10, cg_damping=0.1, cg_residual_tol=1e-10, cg_x0="zero", backtrack_coeff=0.8,
+                         backtrack_iters=10, kl_strict=True, require_improvement="strict", improve_ratio=None,
+                         kl_direction="old_new", kl_action_reduction="sum", normalize_adv=True, adv_std_ddof=1,
+                         adv_eps=0.0),
+        "skrl": dict(cg_iters=10, cg_damping=0.1, cg_residual_tol=1e-10, cg_x0="zero", backtrack_coeff=0.5,
+                     backtrack_iters=10, kl_strict=True, require_improvement="none", improve_ratio=0.5,
+                     kl_direction="old_new", kl_action_reduction="sum", normalize_adv=True, adv_std_ddof=1,
+                     adv_eps=1e-8, adv_eps_mode="std_plus_eps"),
     }
     assert set(expect) == set(PRESETS)
     for name, values in expect.items():

@@ -255,4 +255,11 @@ PRESETS: dict[str, dict] = {
         cg_damping=1e-5, backtrack_coeff=0.8, backtrack_iters=15, kl_strict=True, check_finite=False,
         normalize_adv=True, adv_std_ddof=1, adv_eps=1e-8, adv_eps_mode="var_plus_eps", step_size_eps=1e-8,
     ),
+    "tianshou": dict(  # 2.0.1; CG on -g, float32 ratio and tanh-squashed mean are quirks, not conventions
+        backtrack_coeff=0.8, kl_strict=True, check_finite=False, normalize_adv=True, adv_std_ddof=1,
+    ),
+    "skrl": dict(  # 2.1.1, Gaussian only; its compounded expected improvement is a bug the check reports
+        kl_strict=True, require_improvement="none", improve_ratio=0.5, check_finite=False,
+        normalize_adv=True, adv_std_ddof=1, adv_eps=1e-8,
+    ),
 }

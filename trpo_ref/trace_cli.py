@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .cli import CLIError, one_line_errors
 
-__all__ = ["register_cli", "cmd_trace", "cmd_check"]
+__all__ = ["register_cli", "cmd_trace", "cmd_check", "config_from_file"]
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -43,7 +43,10 @@ def register_cli(subparsers) -> None:
                     "Either a seeded synthetic case (--policy, --seed) or your own weights and batch "
                     "(--weights, --batch). See docs/oracle.md.")
     one_line_errors(p, "trace")
-    p.add_argument("--preset", required=True, choices=sorted(PRESETS), help="library whose update to replay")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="library whose update to replay (required unless --config is given)")
+    p.add_argument("--config", metavar="FILE",
+                   help="TRPOConfig fields (JSON or YAML) on top of --preset, or of the paper's defaults without it")
     p.add_argument("-o", "--output", required=True, help="trace file to write (.npz)")
     syn = p.add_argument_group("synthetic case")
     syn.add_argument("--policy", choices=("gaussian", "categorical"), help="policy kind of the synthetic case")
@@ -80,9 +83,65 @@ def register_cli(subparsers) -> None:
                    help=f"absolute tolerance, end-to-end only (default {DEFAULT_ATOL:g})")
     c.add_argument("--no-drift", action="store_true", help="stage-wise: leave out the drift section")
     c.add_argument("--reference", help="compare end-to-end against this trace file instead of recomputing")
+    c.add_argument("--preset", choices=sorted(PRESETS),
+                   help="check against this library's conventions instead of the config stored in the trace")
+    c.add_argument("--config", metavar="FILE",
+                   help="TRPOConfig fields (JSON or YAML) on top of --preset, or of the trace's config without it")
     c.add_argument("--failures-only", action="store_true", help="print only the rows out of tolerance")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=cmd_check)
+
+
+def config_from_file(path, base=None):
+    r"""A :class:`~trpo_ref.trpo.TRPOConfig`: the fields in a JSON or YAML file on top of ``base``.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.json`` (JSON) or anything else (YAML, which reads JSON too; ``1e-3`` is a
+        number), holding one mapping of TRPOConfig field names to values, e.g.
+        ``{"max_kl": 0.05}``, or such a mapping under ``"trpo"`` (a run's config.json).
+    base : TRPOConfig, optional
+        Defaults to ``TRPOConfig()`` (the paper's update).
+
+    Returns
+    -------
+    TRPOConfig
+
+    Raises
+    ------
+    CLIError
+        Unreadable file, not a mapping, an unknown field (named) or an invalid value.
+    """
+    from .settings import ConfigError, _load_text
+    from .trpo import TRPOConfig
+
+    path = Path(path)
+    try:
+        data = _load_text(str(path), path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CLIError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
+    except ConfigError as exc:
+        raise CLIError(f"--config {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("trpo"), dict):  # a run's config.json, or {"trpo": {...}}
+        data = data["trpo"]
+    if not isinstance(data, dict):
+        raise CLIError(f"--config {path}: expected a mapping of TRPOConfig fields, got {type(data).__name__}")
+    base = TRPOConfig() if base is None else base
+    try:
+        return TRPOConfig.from_dict({**base.to_dict(), **data})
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"--config {path}: {exc}") from None
+
+
+def _config_args(args, base=None):
+    """(config, preset name) from --preset and --config; ``base`` when neither is given."""
+    from .trpo import TRPOConfig
+
+    cfg = TRPOConfig.preset(args.preset) if args.preset else base
+    if args.config:
+        cfg = config_from_file(args.config, cfg)
+    return cfg, args.preset
 
 
 def cmd_trace(args) -> int:
@@ -100,8 +159,10 @@ def cmd_trace(args) -> int:
     """
     from . import interop
     from .oracle import compute_trace, synthetic_case
-    from .trpo import TRPOConfig
 
+    if args.preset is None and args.config is None:
+        raise CLIError("give --preset NAME, --config FILE, or both (the file's fields on top of the preset)")
+    config, preset = _config_args(args)
     out = Path(args.output)
     if out.is_dir():
         raise CLIError(f"-o {args.output} is a directory: give a file name such as {out / 'trace.npz'}")
@@ -124,11 +185,13 @@ def cmd_trace(args) -> int:
         policy, theta, batch = synthetic_case(args.policy, args.seed, args.n, args.obs_dim, args.act_dim,
                                               args.hidden, args.activation)
         x0 = None
-    trace = compute_trace(policy, theta, batch, TRPOConfig.preset(args.preset), args.preset, x0=x0)
+    trace = compute_trace(policy, theta, batch, config, preset, x0=x0)
     path = trace.save(args.output)
     acc = int(trace["accepted_index"])
+    conventions = " + ".join(([f"preset {preset}"] if preset else []) + ([f"config {args.config}"] if args.config
+                                                                         else []))
     print(f"wrote {path}: {policy.kind} policy, {policy.num_params} parameters, N = {len(batch)}, "
-          f"preset {args.preset}, status {trace.status}"
+          f"{conventions}, status {trace.status}"
           + (f" (try {acc})" if acc >= 0 else ""))
     return 0
 
@@ -160,9 +223,24 @@ def cmd_check(args) -> int:
     if args.atol and args.mode == "stage-wise":
         raise CLIError("--atol applies to --mode end-to-end only (stage-wise scales a quantity that cancels "
                        "by its terms)")
+    conventions = args.preset is not None or args.config is not None
+    if conventions and args.reference:
+        raise CLIError("--preset/--config apply to a recomputed check, not to --reference")
     if args.reference:
         report = compare_files(args.reference, args.file, DEFAULT_RTOL if args.rtol is None else args.rtol,
                                DEFAULT_ATOL if args.atol is None else args.atol)
+    elif conventions:
+        from .oracle import load_trace
+
+        trace = load_trace(args.file)
+        config, preset = _config_args(args, trace.config)
+        trace.meta["config"] = config.to_dict()
+        trace.meta["preset"] = preset if preset else trace.preset
+        report = check_trace(trace, args.rtol, args.atol, mode=args.mode, drift=not args.no_drift)
+        report.header.insert(0, f"trace: {args.file} (format v{trace.meta['format_version']}, status {trace.status}); "
+                                "conventions: " + " + ".join(([f"preset {args.preset}"] if args.preset else
+                                                               ["the trace's config"])
+                                                              + ([f"config {args.config}"] if args.config else [])))
     else:
         report = check_trace(args.file, args.rtol, args.atol, mode=args.mode, drift=not args.no_drift)
     if args.json:

@@ -28,7 +28,7 @@ from ..trpo import beta as step_beta
 from .io import Trace
 from .record import compute_trace, make_meta
 
-__all__ = ["synthetic_case", "GOLDEN_SIZES", "GOLDEN_OUT_DIM", "golden_cases", "golden_trace", "realistic_case",
+__all__ = ["synthetic_case", "GOLDEN_SIZES", "GOLDEN_SEED_ORDER", "GOLDEN_KINDS", "PRESET_KINDS", "GOLDEN_OUT_DIM", "golden_cases", "golden_trace", "realistic_case",
            "REALISTIC_CASES", "BUGS", "candidate_update"]
 
 
@@ -68,18 +68,30 @@ def synthetic_case(kind: str = "gaussian", seed: int = 0, n: int = 32, obs_dim: 
 
 
 # ----------------------------------------------------------------- golden
-#: Shared sizes of every golden case: small, so the 24 files stay well under 600 KB.
+#: Shared sizes of every golden case: small, so each file stays near 20 KB.
 GOLDEN_SIZES = dict(n=20, obs_dim=3, hidden_sizes=(4, 3), activation="tanh")
 #: Action dimension (Gaussian), number of actions (categorical), sub-actions (2 and 3 choices) or bits.
 GOLDEN_OUT_DIM = {"gaussian": 2, "categorical": 3, "multicategorical": 2, "bernoulli": 2}
 
 
+#: Presets in the order their golden seeds were assigned (100 + 10·i + j); a new preset is appended, so
+#: adding one never changes the seed, and hence the file, of an existing golden trace.
+GOLDEN_SEED_ORDER = ("baselines", "garage", "modular_rl", "paper", "sb3-contrib", "spinningup", "tianshou", "skrl")
+#: Policy heads of the golden traces, in the order of their seeds' last digit.
+GOLDEN_KINDS = ("gaussian", "categorical", "multicategorical", "bernoulli")
+#: Heads a library's TRPO supports, where not all: skrl 2.1.1's is Gaussian only, tianshou 2.0.1's actors are
+#: Gaussian or categorical (its discrete actor takes a Discrete space).
+PRESET_KINDS = {"skrl": ("gaussian",), "tianshou": ("gaussian", "categorical")}
+
+
 def golden_cases() -> list[tuple[str, str, str, int]]:
     """``(file name, preset, kind, seed)`` of every golden trace in tests/golden/."""
+    order = [p for p in GOLDEN_SEED_ORDER if p in PRESETS] + sorted(set(PRESETS) - set(GOLDEN_SEED_ORDER))
     out = []
-    for i, preset in enumerate(sorted(PRESETS)):
-        for j, kind in enumerate(("gaussian", "categorical", "multicategorical", "bernoulli")):
-            out.append((f"{preset}-{kind}.npz", preset, kind, 100 + 10 * i + j))
+    for i, preset in enumerate(order):
+        for j, kind in enumerate(GOLDEN_KINDS):
+            if kind in PRESET_KINDS.get(preset, GOLDEN_KINDS):
+                out.append((f"{preset}-{kind}.npz", preset, kind, 100 + 10 * i + j))
     return out
 
 
