@@ -25,10 +25,10 @@ Two settings, the same four update rules:
      ``cg_damping=1e-3`` (with one-hot states the Fisher's entries are about
      π(1 − π)/S ≈ 0.01, and the preset's 0.1 damping, a project choice, would dominate them).
 
-2. **CartPole-v1** with a small self-contained loop (8 gymnasium envs, 2048
-   steps per iteration, GAE γ = 0.99, λ = 0.97, a (32, 32) tanh policy and
-   critic, the critic fitted by :func:`trpo_ref.value.fit_lbfgs`, advantages
-   normalised for every rule).  The ``penalty`` rule here is the quadratic
+2. **CartPole-v1** with the trainer's own loop, :func:`trpo_ref.train.iterate`
+   (8 gymnasium envs, 2048 steps per iteration, GAE γ = 0.99, λ = 0.97, a
+   (32, 32) tanh policy and critic, the critic fitted by L-BFGS, advantages
+   normalised for every rule; no files written).  The ``penalty`` rule here is the quadratic
    model of max L − C·D̄_KL: the natural step x/C, i.e. ``method="npg"`` with
    ``step_size = 1/C`` and C = 4 max|Â| γ/(1−γ)² from the batch (the mean KL
    and the batch max|Â| both make C smaller than the theorem's, so this is
@@ -62,10 +62,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from trpo_ref import (  # noqa: E402
-    Batch, CategoricalMLPPolicy, TRPOConfig, ValueFunction, fit_lbfgs, gae, trpo_step,
-)
+from trpo_ref import Batch, CategoricalMLPPolicy, TRPOConfig, trpo_step  # noqa: E402
 from trpo_ref import tabular as T  # noqa: E402
+from trpo_ref.train import TrainConfig, Trainer, iterate  # noqa: E402
 
 #: A drop of the (normalised) score this far below its running best counts as a collapse.
 COLLAPSE_DROP = 0.25
@@ -181,59 +180,29 @@ def tabular_experiment(kind: str, seeds: int, iters: int, penalty_iters: int) ->
 # ==================================================================== CartPole
 def run_cartpole(rule: str, config: TRPOConfig, seed: int, iters: int, n_envs: int = 8, n_steps: int = 256,
                  gamma: float = 0.99, gae_lambda: float = 0.97) -> dict:
-    """A minimal on-policy loop: rollout → GAE → one policy update → critic fit (L-BFGS)."""
-    import gymnasium as gym
+    """The trainer's own loop (:func:`trpo_ref.train.iterate`, no files): rollout → GAE → one policy
+    update → critic fit (L-BFGS, 25 iterations), with a (32, 32) tanh policy and critic."""
+    cfg = TrainConfig(env_id="CartPole-v1", seed=seed, total_steps=iters * n_envs * n_steps, n_envs=n_envs,
+                      n_steps=n_steps, gamma=gamma, gae_lambda=gae_lambda, hidden_sizes=(32, 32),
+                      vf_hidden_sizes=(32, 32), critic="lbfgs", critic_lbfgs_iters=25)
+    cs: list[float] = []
 
-    envs = [gym.make("CartPole-v1") for _ in range(n_envs)]
-    obs_eo = np.stack([env.reset(seed=seed * 1000 + e)[0] for e, env in enumerate(envs)]).astype(np.float64)
-    policy = CategoricalMLPPolicy(4, 2, hidden_sizes=(32, 32))
-    theta = policy.init_params(seed=seed)
-    vf = ValueFunction(4, hidden_sizes=(32, 32))
-    w = vf.init_params(seed=seed + 10_000)
-    rng = np.random.default_rng(seed)
-    ep_ret_e = np.zeros(n_envs)
-    returns, kls, statuses, cs = [], [], [], []
-    for _ in range(iters):
-        obs_teo = np.zeros((n_steps, n_envs, 4))
-        next_obs_teo = np.zeros((n_steps, n_envs, 4))
-        act_te = np.zeros((n_steps, n_envs), dtype=np.int64)
-        logp_te = np.zeros((n_steps, n_envs))
-        rew_te = np.zeros((n_steps, n_envs))
-        term_te = np.zeros((n_steps, n_envs), dtype=bool)
-        trunc_te = np.zeros((n_steps, n_envs), dtype=bool)
-        finished = []
-        for t in range(n_steps):
-            act_e, logp_e = policy.sample(theta, obs_eo, rng)
-            obs_teo[t], act_te[t], logp_te[t] = obs_eo, act_e, logp_e
-            for e, env in enumerate(envs):
-                o, r, term, trunc, _ = env.step(int(act_e[e]))
-                rew_te[t, e], term_te[t, e], trunc_te[t, e] = r, term, trunc
-                next_obs_teo[t, e] = o  # the real final observation when the episode ends
-                ep_ret_e[e] += r
-                if term or trunc:
-                    finished.append(ep_ret_e[e])
-                    ep_ret_e[e] = 0.0
-                    o, _ = env.reset()
-                obs_eo[e] = o
-        flat = lambda x: x.reshape(n_steps * n_envs, *x.shape[2:])  # noqa: E731
-        val_te = np.asarray(vf.predict(w, flat(obs_teo))).reshape(n_steps, n_envs)
-        next_val_te = np.asarray(vf.predict(w, flat(next_obs_teo))).reshape(n_steps, n_envs)
-        adv_te, ret_te = gae(rew_te, val_te, next_val_te, term_te, trunc_te, gamma, gae_lambda)
-        batch = Batch(obs=flat(obs_teo), act=flat(act_te), adv=flat(adv_te), logp_old=flat(logp_te))
-        step_config = config
-        if rule == "penalty":  # quadratic model of max L − C·KL: the natural step x / C
-            adv_n = batch.adv
-            adv_norm = (adv_n - adv_n.mean()) / adv_n.std()
-            c_pen = 4.0 * float(np.max(np.abs(adv_norm))) * gamma / (1.0 - gamma) ** 2
-            step_config = replace(config, step_size=1.0 / c_pen)
-            cs.append(c_pen)
-        theta, info = trpo_step(policy, theta, batch, step_config)
-        w, _ = fit_lbfgs(vf, w, flat(obs_teo), flat(ret_te), max_iter=25)
+    def step_config(base: TRPOConfig, batch: Batch) -> TRPOConfig:
+        if rule != "penalty":
+            return base
+        # quadratic model of max L − C·KL: the natural step x / C
+        adv_n = np.asarray(batch.adv)
+        adv_norm = (adv_n - adv_n.mean()) / adv_n.std()
+        c_pen = 4.0 * float(np.max(np.abs(adv_norm))) * gamma / (1.0 - gamma) ** 2
+        cs.append(c_pen)
+        return replace(base, step_size=1.0 / c_pen)
+
+    returns, kls, statuses = [], [], []
+    for it in iterate(cfg, config, Trainer(cfg, config, step_config=step_config)):  # closes the envs at the end
+        finished = [r for r, _ in it.episodes]
         returns.append(float(np.mean(finished)) if finished else (returns[-1] if returns else 0.0))
-        kls.append(float(info.kl))
-        statuses.append(info.status)
-    for env in envs:
-        env.close()
+        kls.append(float(it.info.kl))
+        statuses.append(it.info.status)
     return {"returns": returns, "kls": kls, "statuses": statuses, "C": cs}
 
 
