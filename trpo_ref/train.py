@@ -449,23 +449,6 @@ def load_policy(path):
     return policy, z["theta"], norm, str(z["env_id"])
 
 
-# ------------------------------------------------------------------------- threads
-@contextlib.contextmanager
-def blas_threads(n: int | None):
-    """Run the block with at most ``n`` BLAS threads (threadpoolctl), then restore; ``None``: leave them.
-
-    The networks here are small: on (N = 1024) × 64 products one BLAS thread is
-    faster than several, and many times faster on a busy machine.
-    """
-    if n is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=int(n), user_api="blas"):
-        yield
-
-
 # ------------------------------------------------------------------------- the loop
 @dataclass
 class Iteration:
