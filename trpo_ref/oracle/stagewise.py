@@ -124,20 +124,39 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
     def is_finite(th):
         return bool(np.all(np.isfinite(th)))
 
+    at_old = policy.at(theta, prep.obs, prep.act)
+    evaluated: dict[bytes, tuple] = {}
+
+    def at_theta(th):
+        """(L, KL, size of the KL's terms, size of L's terms) at θ, from one forward pass (cached: θ_new
+        is usually one of the tries).  A non-finite θ gives NaN quantities and zero term sizes."""
+        key = np.asarray(th).tobytes()
+        if key not in evaluated:
+            if not is_finite(th):
+                evaluated[key] = (math.nan, math.nan, 0.0, 0.0)
+            else:
+                at = policy.at(th, prep.obs, prep.act)
+                val = float(at.surrogate(prep.adv, prep.logp_old))
+                terms = at.surrogate_terms(prep.adv, prep.logp_old)
+                if c_ent:
+                    val += c_ent * float(at.entropy())
+                    terms += abs(c_ent) * float(policy._entropy_terms(at.phi, prep.obs.shape[0]))
+                p_, q_ = (at.phi, at_old.phi) if prep.reverse else (at_old.phi, at.phi)
+                kl = prep.kl_scale * float(at.kl(at_old, reverse=prep.reverse))
+                evaluated[key] = (val, kl, prep.kl_scale * float(np.mean(policy._kl_terms(p_, q_))), terms)
+        return evaluated[key]
+
     def objective(th):
-        if not is_finite(th):
-            return math.nan
-        val = float(policy.surrogate(th, prep.obs, prep.act, prep.adv, prep.logp_old))
-        return val + (c_ent * float(policy.entropy(th, prep.obs)) if c_ent else 0.0)
+        return at_theta(th)[0]
 
     def kl_at(th):
-        return prep.kl_scale * float(policy.kl(theta, th, prep.obs, reverse=prep.reverse)) if is_finite(th) else math.nan
+        return at_theta(th)[1]
 
     def kl_scale_of(th):
-        return prep.kl_scale * kl_terms(policy, theta, th, prep.obs, prep.reverse) if is_finite(th) else 0.0
+        return at_theta(th)[2]
 
     def terms_at(th):
-        return surrogate_terms(policy, th, prep, c_ent) if is_finite(th) else 0.0
+        return at_theta(th)[3]
 
     def A(v):  # (F + λ_d I)v in float64 on the Fisher samples (NaN for a non-finite v)
         if not is_finite(v):
@@ -394,7 +413,7 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
             kl_j = kl_at(th_j) if use_kl else math.nan
             c_kl = item("ls_kl", j)
             if use_kl or (c_kl is not None and not math.isnan(c_kl)):
-                kl_j = kl_at(th_j)
+                kl_j = kl_at(th_j)  # cached with the try's other quantities
                 row(f"ls[{j}].kl", f"KL of try {j}", kl_j, c_kl, scale=kl_scale_of(th_j))
             imp_ref = objective(th_j) - L_old
             row(f"ls[{j}].improvement", f"L(θ_{j}) − L(θ_old) of try {j}", imp_ref, item("ls_improvement", j),
