@@ -574,6 +574,22 @@ class GaussianMLPPolicy(_MLPPolicy):
         xp = backend.namespace(phi[1])
         return xp.sum(xp.abs(phi[1])) + 0.5 * math.log(2 * math.pi * math.e) * phi[1].shape[0]
 
+    def _output_metric(self, theta_p, out, n):
+        """M/N of the mean block, as ``rows(u, start, stop)`` (FisherOperator): 1/(N σ²), shared by every
+        sample, applied in place (u is a fresh product)."""
+        xp = backend.namespace(theta_p)
+        m = xp.exp(-2 * theta_p[self.mlp.num_params:]) / n
+
+        def rows(u, start, stop):
+            u *= m
+            return u
+
+        return rows
+
+    def _extra_fisher(self, v_extra):
+        """The log σ block of F: J maps v_logσ to every sample unchanged and M's log σ block is 2: 2 v."""
+        return 2 * v_extra
+
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (64, 64),
                  activation: str = "tanh", log_std_init: float = 0.0,
                  hidden_gain: float = math.sqrt(2.0), output_gain: float = 0.01):
@@ -694,6 +710,12 @@ class CategoricalMLPPolicy(_MLPPolicy):
         """Size of the terms of the mean entropy: H̄ itself (a sum of non-negative terms)."""
         xp = backend.namespace(phi)
         return xp.abs(xp.mean(self._entropy_n(phi, n)))
+
+    def _output_metric(self, theta_p, out, n):
+        """M/N of the logits, as ``rows(u, start, stop)`` (FisherOperator): (diag p − p pᵀ)u / N, p once."""
+        xp = backend.namespace(out)
+        probs = xp.exp(Categorical.log_softmax(out))
+        return lambda u, start, stop: Categorical.fisher_product_probs(probs[start:stop, ...], u) / n
 
     def __init__(self, obs_dim: int, n_actions: int, hidden_sizes: Sequence[int] = (64, 64),
                  activation: str = "tanh", hidden_gain: float = math.sqrt(2.0),
@@ -819,9 +841,10 @@ class _IntegerActionsPolicy(_MLPPolicy):
         xp = backend.namespace(phi)
         return xp.abs(xp.mean(self._entropy_n(phi, n)))
 
-    def _output_metric(self, out):
-        """The metric M of the outputs at these logits, as ``rows(u, start, stop) -> M u`` (FisherOperator)."""
-        return lambda u, start, stop: self._head.fisher_product(out[start:stop, ...], u)
+    def _output_metric(self, theta_p, out, n):
+        """M/N of the outputs at these logits, as ``rows(u, start, stop)`` (FisherOperator); the
+        probabilities are computed once here, not at every product."""
+        return self._head_metric_rows(out, n)
 
 
 class MultiCategoricalMLPPolicy(_IntegerActionsPolicy):
@@ -860,6 +883,11 @@ class MultiCategoricalMLPPolicy(_IntegerActionsPolicy):
 
     def _outcome_logs(self, logits):
         return self._head.log_softmax(logits)
+
+    def _head_metric_rows(self, out, n):
+        xp = backend.namespace(out)
+        probs = xp.exp(self._head.log_softmax(out))  # each slice's softmax, once
+        return lambda u, start, stop: self._head.fisher_product_probs(probs[start:stop, ...], u) / n
 
 
 class BernoulliMLPPolicy(_IntegerActionsPolicy):
@@ -901,6 +929,10 @@ class BernoulliMLPPolicy(_IntegerActionsPolicy):
     def _outcome_logs(self, logits):
         xp = backend.namespace(logits)
         return xp.concat([Bernoulli.log_sigmoid(logits), Bernoulli.log_sigmoid(-logits)], axis=-1)
+
+    def _head_metric_rows(self, out, n):
+        pq = Bernoulli.probs(out) * Bernoulli.probs(-out)  # σ(z)(1 − σ(z)), once
+        return lambda u, start, stop: pq[start:stop, ...] * u / n
 
 
 class PolicyAt:
@@ -1086,26 +1118,9 @@ class FisherOperator:
             out, self._cache = policy.mlp.forward(theta_p[: self._p_mlp], obs_no)
         else:  # the forward pass at this θ on these observations, already done (PolicyAt)
             out, self._cache = forward
-        self._head_metric = None
-        if isinstance(policy, _IntegerActionsPolicy):
-            self._metric, self._probs = None, None
-            self._head_metric = policy._output_metric(out)  # M u of the head, by rows
-        elif isinstance(policy, GaussianMLPPolicy):
-            # M / N for the mean block: 1/(N σ²), shared by every sample.
-            self._metric = xp.exp(-2 * theta_p[self._p_mlp:]) / self.n
-            self._probs = None
-        else:
-            self._metric = None
-            self._probs = xp.exp(Categorical.log_softmax(out))
-
-    def _metric_rows(self, out_dot, start, stop):
-        """M_n (J v)_n / N for the samples ``start:stop`` (in place where it may)."""
-        if self._head_metric is not None:
-            return self._head_metric(out_dot, start, stop) / self.n
-        if self._probs is None:
-            out_dot *= self._metric  # M = diag(1/σ²); out_dot is a fresh product
-            return out_dot
-        return Categorical.fisher_product_probs(self._probs[start:stop, ...], out_dot) / self.n  # (diag p − p pᵀ) J v / N
+        # M_n (J v)_n / N by rows, from the policy's head (its set-up, e.g. the softmax, done once here)
+        self._metric_rows = policy._output_metric(theta_p, out, self.n)
+        self._extra = self._p_mlp < self.num_params  # parameters beyond the MLP (log σ)
 
     def __call__(self, v_p):
         r"""(F + λ_d I)v for a vector v of shape (P,): one jvp, the metric M, one vjp.
@@ -1123,8 +1138,8 @@ class FisherOperator:
         self.n_products += 1
         fv = self.policy.mlp.gauss_newton_product(self._cache, v_p[: self._p_mlp], self._metric_rows,
                                                   self.block_rows)  # Jᵀ M J v / N
-        if self._probs is None and self._head_metric is None:
-            fv = xp.concat([fv, 2 * v_p[self._p_mlp:]])  # log σ block: 2 v
+        if self._extra:
+            fv = xp.concat([fv, self.policy._extra_fisher(v_p[self._p_mlp:])])  # log σ block (no cross terms)
         if self.damping:
             fv = fv + self.damping * v_p
         return fv
