@@ -187,6 +187,24 @@ class TRPOConfig:
         real("step_size", 0, lo_open=True)
         integer("seed", 0, optional=True)
 
+    def kl_reverse(self, kind: str) -> bool:
+        """Whether the line search's KL is KL(π_θ‖π_old) for a policy head of this ``kind``.
+
+        ``kl_direction``, unless ``kl_direction_categorical`` overrides it for a categorical head
+        (Spinning Up's TRPO computes its categorical KL in the other order than its Gaussian one).
+
+        Parameters
+        ----------
+        kind : str
+            The policy head's kind (:attr:`trpo_ref.heads.Head.kind`).
+
+        Returns
+        -------
+        bool
+        """
+        overrides = {"categorical": self.kl_direction_categorical}
+        return (overrides.get(kind) or self.kl_direction) == "new_old"
+
     @classmethod
     def preset(cls, name: str, **overrides) -> "TRPOConfig":
         r"""The update of a named library (see :data:`PRESETS` and docs/presets.md).

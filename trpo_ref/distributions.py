@@ -262,17 +262,20 @@ class DiagGaussian:
         mean_na : array (N, A)
         log_std_a : array (A,)
         rng : int, numpy.random.Generator or None
-            Seed or generator for the host noise.
+            Seed or generator for the host noise: ``standard_normal((N, A))``.
 
         Returns
         -------
         act_na : array (N, A)
         """
-        return DiagGaussian.sample_with_log_prob(mean_na, log_std_a, rng)[0]
+        xp = backend.namespace(mean_na, log_std_a)
+        eps = backend.host_rng(rng).standard_normal(tuple(mean_na.shape))
+        eps = backend.from_numpy(eps, xp, backend.device_of(mean_na), mean_na.dtype)
+        return mean_na + xp.exp(log_std_a) * eps
 
     @staticmethod
     def sample_with_log_prob(mean_na, log_std_a, rng=None):
-        r"""Actions a = μ + σ ξ and :meth:`log_prob` of them: ``(act_na, logp_n)``.
+        r"""Actions a = μ + σ ξ (:meth:`sample`) and :meth:`log_prob` of them: ``(act_na, logp_n)``.
 
         The log-density is computed by :meth:`log_prob` itself (not from ξ), so a
         recomputation at θ_old gives the same bits and the ratio is exactly 1.
@@ -289,10 +292,7 @@ class DiagGaussian:
         act_na : array (N, A)
         logp_n : array (N,)
         """
-        xp = backend.namespace(mean_na, log_std_a)
-        eps = backend.host_rng(rng).standard_normal(tuple(mean_na.shape))
-        eps = backend.from_numpy(eps, xp, backend.device_of(mean_na), mean_na.dtype)
-        act = mean_na + xp.exp(log_std_a) * eps
+        act = DiagGaussian.sample(mean_na, log_std_a, rng)
         return act, DiagGaussian.log_prob(mean_na, log_std_a, act)
 
 
@@ -530,28 +530,36 @@ class Categorical:
         xp = backend.namespace(p_nk, u_nk)
         return p_nk * (u_nk - xp.sum(p_nk * u_nk, axis=1, keepdims=True))
 
-    @classmethod
-    def sample(cls, logits_nk, rng=None):
-        r"""One action per row by the Gumbel-max trick, noise drawn on the host. Integer (N,).
+    @staticmethod
+    def sample(logits_nk, rng=None):
+        r"""One action per row by the Gumbel-max rule, noise drawn on the host. Integer (N,).
+
+        .. math:: a_n = \arg\max_k(z_{nk} + G_{nk}),\quad G_{nk} \sim \mathrm{Gumbel}(0, 1)
+
+        On the logits z rather than :math:`\log p = z - \operatorname{logsumexp} z`: the shift is
+        the same for every k, so the draw has the same law, and it differs from the draw on
+        :math:`\log p` only where two entries of z + G tie to within rounding (a probability of
+        order 1e-16 per draw).
 
         Parameters
         ----------
         logits_nk : array (N, K)
             Logits z, one row per sample.
         rng : int, numpy.random.Generator or None
-            Seed or generator for the host noise.
+            Seed or generator for the host noise: ``gumbel(size=(N, K))``.
 
         Returns
         -------
         act_n : integer array (N,)
         """
-        return cls.sample_with_log_prob(logits_nk, rng)[0]
+        xp = backend.namespace(logits_nk)
+        g = backend.host_rng(rng).gumbel(size=tuple(logits_nk.shape))
+        g = backend.from_numpy(g, xp, backend.device_of(logits_nk), logits_nk.dtype)
+        return xp.argmax(logits_nk + g, axis=1)
 
     @classmethod
     def sample_with_log_prob(cls, logits_nk, rng=None):
-        r"""Gumbel-max draw :math:`a = \arg\max_k(\log p_k + G_k)` and :math:`\log p(a)`, with one log-softmax.
-
-        .. math:: a_n = \arg\max_k(\log p_{nk} + G_{nk}),\quad G_{nk} \sim \mathrm{Gumbel}(0, 1)
+        r"""A :meth:`sample` draw and its :meth:`log_prob`: ``(act_n, logp_n)``.
 
         Parameters
         ----------
@@ -565,12 +573,8 @@ class Categorical:
         act_n : integer array (N,)
         logp_n : array (N,)
         """
-        xp = backend.namespace(logits_nk)
-        g = backend.host_rng(rng).gumbel(size=tuple(logits_nk.shape))
-        g = backend.from_numpy(g, xp, backend.device_of(logits_nk), logits_nk.dtype)
-        logp_nk = cls.log_softmax(logits_nk)
-        act_n = xp.argmax(logp_nk + g, axis=1)
-        return act_n, xp.sum(logp_nk * cls.one_hot(act_n, logits_nk.shape[1], logits_nk.dtype), axis=1)
+        act_n = cls.sample(logits_nk, rng)
+        return act_n, cls.log_prob(logits_nk, act_n)
 
 
 class MultiCategorical:
@@ -751,8 +755,25 @@ class MultiCategorical:
         xp = backend.namespace(p_nk, u_nk)
         return xp.concat([Categorical.fisher_product_probs(p_nk[:, s], u_nk[:, s]) for s in self.slices], axis=1)
 
+    def sample(self, logits_nk, rng=None):
+        r"""One Gumbel-max draw per sub-action (:meth:`Categorical.sample`, slice by slice, one
+        generator). Integer (N, len(nvec)).
+
+        Parameters
+        ----------
+        logits_nk : array (N, Σ nvec)
+        rng : int, numpy.random.Generator or None
+
+        Returns
+        -------
+        act_ni : integer array (N, len(nvec))
+        """
+        xp = backend.namespace(logits_nk)
+        rng = backend.host_rng(rng)
+        return xp.stack([Categorical.sample(z, rng) for z in self._blocks(logits_nk)], axis=1)
+
     def sample_with_log_prob(self, logits_nk, rng=None):
-        r"""One Gumbel-max draw per sub-action (host noise) and the summed log-probability.
+        r"""A :meth:`sample` draw and its summed log-probability: ``(act_ni, logp_n)``.
 
         Parameters
         ----------
@@ -764,14 +785,8 @@ class MultiCategorical:
         act_ni : integer array (N, len(nvec))
         logp_n : array (N,)
         """
-        xp = backend.namespace(logits_nk)
-        rng = backend.host_rng(rng)
-        acts, logp = [], 0
-        for z in self._blocks(logits_nk):
-            a, lp = Categorical.sample_with_log_prob(z, rng)
-            acts.append(a)
-            logp = logp + lp
-        return xp.stack(acts, axis=1), logp
+        act = self.sample(logits_nk, rng)
+        return act, self.log_prob(logits_nk, act)
 
     def mode(self, logits_nk):
         r"""The most likely choice of each sub-action, integer (N, len(nvec)).
@@ -970,8 +985,27 @@ class Bernoulli:
         return cls.probs(logits_nk) * cls.probs(-logits_nk) * u_nk
 
     @classmethod
+    def sample(cls, logits_nk, rng=None):
+        r"""Bits :math:`a = [U < \sigma(z)]` with U uniform drawn on the host. Integer (N, n) in {0, 1}.
+
+        Parameters
+        ----------
+        logits_nk : array (N, n)
+        rng : int, numpy.random.Generator or None
+            Seed or generator for the host noise: ``random(size=(N, n))``.
+
+        Returns
+        -------
+        act_nk : integer array (N, n)
+        """
+        xp = backend.namespace(logits_nk)
+        u = backend.host_rng(rng).random(size=tuple(logits_nk.shape))
+        u = backend.from_numpy(u, xp, backend.device_of(logits_nk), logits_nk.dtype)
+        return xp.astype(u < cls.probs(logits_nk), xp.int64)
+
+    @classmethod
     def sample_with_log_prob(cls, logits_nk, rng=None):
-        r"""Bits :math:`a = [U < \sigma(z)]` with U uniform drawn on the host, and :math:`\log p(a)`.
+        r"""A :meth:`sample` draw and :math:`\log p(a)`: ``(act_nk, logp_n)``.
 
         Parameters
         ----------
@@ -983,8 +1017,5 @@ class Bernoulli:
         act_nk : integer array (N, n) in {0, 1}
         logp_n : array (N,)
         """
-        xp = backend.namespace(logits_nk)
-        u = backend.host_rng(rng).random(size=tuple(logits_nk.shape))
-        u = backend.from_numpy(u, xp, backend.device_of(logits_nk), logits_nk.dtype)
-        act = xp.astype(u < cls.probs(logits_nk), xp.int64)
+        act = cls.sample(logits_nk, rng)
         return act, cls.log_prob(logits_nk, act)

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .policy import BernoulliMLPPolicy, CategoricalMLPPolicy, GaussianMLPPolicy, MultiCategoricalMLPPolicy
+from .heads import HEADS, head_from_spec
+from .policy import policy_from_spec
 from .trpo import Batch
 
 __all__ = ["LAYOUTS", "read_arrays", "write_arrays", "policy_from_state_dict", "state_dict_from_policy",
@@ -216,29 +217,22 @@ def policy_from_state_dict(sd: dict[str, np.ndarray], layout: str = "auto", *, k
     out_dim = int(weights[-1][0].shape[0])
     obs_dim = int(weights[0][0].shape[1])
     hidden_sizes = tuple(int(w.shape[0]) for w, _ in weights[:-1])
-    if kind == "gaussian":
-        if log_std is None:
-            raise ValueError(f"{where}: missing the log-std key for a Gaussian policy "
-                             f"({'log_std' if layout != 'cleanrl' else 'actor_logstd'})")
-        if log_std.size != out_dim or log_std.shape not in ((out_dim,), (1, out_dim)):
-            raise ValueError(f"{where}: log-std has shape {log_std.shape}, expected ({out_dim},) or (1, {out_dim})")
-        policy = GaussianMLPPolicy(obs_dim, out_dim, hidden_sizes, activation)
-    elif kind == "categorical":
-        if log_std is not None:
-            raise ValueError(f"{where}: a categorical policy has no log-std, but the weights hold one")
-        policy = CategoricalMLPPolicy(obs_dim, out_dim, hidden_sizes, activation)
-    elif kind in ("multicategorical", "bernoulli"):
-        if log_std is not None:
-            raise ValueError(f"{where}: a {kind} policy has no log-std, but the weights hold one")
-        if kind == "bernoulli":
-            policy = BernoulliMLPPolicy(obs_dim, out_dim, hidden_sizes, activation)
-        else:
-            if nvec is None or sum(int(k) for k in nvec) != out_dim:
-                raise ValueError(f"{where}: a multicategorical policy needs nvec summing to the {out_dim} outputs, "
-                                 f"got {nvec!r}")
-            policy = MultiCategoricalMLPPolicy(obs_dim, nvec, hidden_sizes, activation)
-    else:
-        raise ValueError(f"kind must be 'gaussian', 'categorical', 'multicategorical' or 'bernoulli', got {kind!r}")
+    if kind not in HEADS:
+        raise ValueError(f"kind must be one of {sorted(HEADS)}, got {kind!r}")
+    if kind == "multicategorical" and (nvec is None or sum(int(k) for k in nvec) != out_dim):
+        raise ValueError(f"{where}: a multicategorical policy needs nvec summing to the {out_dim} outputs, "
+                         f"got {nvec!r}")
+    head = head_from_spec({"kind": kind, "out_dim": out_dim, "nvec": nvec})
+    wants_log_std = "log_std" in head.extra_shapes()
+    if wants_log_std and log_std is None:
+        raise ValueError(f"{where}: missing the log-std key for a {kind} policy "
+                         f"({'log_std' if layout != 'cleanrl' else 'actor_logstd'})")
+    if not wants_log_std and log_std is not None:
+        raise ValueError(f"{where}: a {kind} policy has no log-std, but the weights hold one")
+    if log_std is not None and (log_std.size != out_dim or log_std.shape not in ((out_dim,), (1, out_dim))):
+        raise ValueError(f"{where}: log-std has shape {log_std.shape}, expected ({out_dim},) or (1, {out_dim})")
+    policy = policy_from_spec({"kind": kind, "obs_dim": obs_dim, "out_dim": out_dim, "nvec": nvec,
+                               "hidden_sizes": hidden_sizes, "activation": activation})
     named = {}
     for l, (w, b) in enumerate(weights):
         named[f"W{l}"] = np.asarray(w, dtype=np.float64).T  # torch (out, in) -> (in, out)
@@ -254,20 +248,19 @@ def state_dict_from_policy(policy, theta, layout: str = "sb3") -> dict[str, np.n
     named = policy.unflatten(np.asarray(theta, dtype=np.float64))
     n_layers = policy.mlp.n_layers
     sd: dict[str, np.ndarray] = {}
-    gaussian = policy.kind == "gaussian"
     if layout == "trpo_ref":
         return {k: np.array(v) for k, v in named.items()}
     if layout == "sb3":
         names = [f"mlp_extractor.policy_net.{2 * l}" for l in range(n_layers - 1)] + ["action_net"]
     elif layout == "cleanrl":
-        prefix = "actor_mean" if gaussian else "actor"
+        prefix = "actor_mean" if policy.continuous_actions else "actor"  # CleanRL's names
         names = [f"{prefix}.{2 * l}" for l in range(n_layers)]
     else:
         raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
     for l, name in enumerate(names):
         sd[f"{name}.weight"] = np.ascontiguousarray(np.asarray(named[f"W{l}"]).T)
         sd[f"{name}.bias"] = np.array(named[f"b{l}"])
-    if gaussian:
+    if "log_std" in named:
         ls = np.array(named["log_std"])
         if layout == "sb3":
             sd["log_std"] = ls
@@ -304,12 +297,12 @@ def load_batch(path, policy=None) -> tuple[Batch, np.ndarray | None]:
         raise ValueError(f"{path}: unexpected batch keys {extra}")
     obs = np.asarray(arrays["obs"], dtype=np.float64)
     act = np.asarray(arrays["act"])
-    if policy is not None and policy.kind == "categorical":
-        if act.ndim == 2 and act.shape[1] == 1:
-            act = act[:, 0]
+    if policy is not None and not policy.continuous_actions:
+        if act.ndim == 2 and act.shape[1] == 1 and len(policy.act_shape(1)) == 1:
+            act = act[:, 0]  # a column of indices
         if act.dtype.kind == "f":
             if not np.all(act == np.round(act)):
-                raise ValueError(f"{path}: 'act' must hold integer action indices for a categorical policy")
+                raise ValueError(f"{path}: 'act' must hold integer actions for a {policy.kind} policy")
         act = act.astype(np.int64)
     elif policy is None and act.dtype.kind in "iu":
         act = act.astype(np.int64)  # integer actions: categorical
@@ -320,8 +313,8 @@ def load_batch(path, policy=None) -> tuple[Batch, np.ndarray | None]:
         raise ValueError(f"{path}: 'obs' must be 2-D (N, obs_dim), got shape {obs.shape}")
     if policy is not None and obs.shape[1] != policy.obs_dim:
         raise ValueError(f"{path}: 'obs' has {obs.shape[1]} features but the policy takes {policy.obs_dim}")
-    if policy is not None and policy.kind == "gaussian" and act.shape != (n, policy.act_dim):
-        raise ValueError(f"{path}: 'act' has shape {act.shape}, expected ({n}, {policy.act_dim})")
+    if policy is not None and act.shape != policy.act_shape(n):
+        raise ValueError(f"{path}: 'act' has shape {act.shape}, expected {policy.act_shape(n)}")
     for k in ("adv", "logp_old"):
         a = np.asarray(arrays[k])
         if a.shape not in ((n,), (n, 1)):

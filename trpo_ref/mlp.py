@@ -220,18 +220,44 @@ class MLP:
         out : array (N, sizes[-1])
         cache : MLPCache
         """
-        xp = backend.namespace(theta_p, x_no)
         weights, biases = self._views(theta_p)
+        return self._run(weights, biases, x_no, keep=True)
+
+    def predictor(self, theta_p):
+        r"""``x -> out``: :meth:`forward` at a fixed θ without the cache, θ split into layers once.
+
+        For a loop that runs the network on small batches many times at one θ
+        (the rollout's per-step action): the same arithmetic as :meth:`forward`,
+        bit for bit, without re-slicing θ or keeping the activations.
+
+        Parameters
+        ----------
+        theta_p : array (P,)
+
+        Returns
+        -------
+        callable
+            ``out = f(x_no)``, out of shape (N, sizes[-1]).
+        """
+        weights, biases = self._views(theta_p)
+        return lambda x_no: self._run(weights, biases, x_no, keep=False)[0]
+
+    def _run(self, weights, biases, x_no, keep: bool):
+        """The layers' arithmetic, shared by :meth:`forward` and :meth:`predictor`."""
+        xp = backend.namespace(weights[0], x_no)
+        tanh = self.activation == "tanh"
+        last = self.n_layers - 1
         inputs = [x_no]
         h = x_no
         for l, (W, b) in enumerate(zip(weights, biases)):
             z = h @ W + b
-            if l < self.n_layers - 1:
-                h = xp.tanh(z) if self.activation == "tanh" else xp.maximum(z, 0)
-                inputs.append(h)
+            if l < last:
+                h = xp.tanh(z) if tanh else xp.maximum(z, 0)
+                if keep:
+                    inputs.append(h)
             else:
                 h = z
-        return h, MLPCache(inputs, weights, biases)
+        return h, (MLPCache(inputs, weights, biases) if keep else None)
 
     def _act_deriv(self, cache: MLPCache, l: int):
         """act'(z_l) of hidden layer ``l``, written in terms of the layer's output

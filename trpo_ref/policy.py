@@ -7,14 +7,14 @@ implementations need.
 =======================================================================================  ======================================
 equation                                                                                 method
 =======================================================================================  ======================================
-:math:`\log\pi_\theta(a_n|s_n)`                                                          :meth:`~_MLPPolicy.log_prob`
-:math:`\bar H(\theta) = \frac1N\sum_n H(\pi_\theta(\cdot|s_n))`                          :meth:`~_MLPPolicy.entropy`
+:math:`\log\pi_\theta(a_n|s_n)`                                                          :meth:`~MLPPolicy.log_prob`
+:math:`\bar H(\theta) = \frac1N\sum_n H(\pi_\theta(\cdot|s_n))`                          :meth:`~MLPPolicy.entropy`
 :math:`\bar D_{KL}(\theta_{old}\|\theta) = \frac1N\sum_n KL(\pi_{old}(\cdot|s_n)\|\pi_\theta(\cdot|s_n))`
-                                                                                         :meth:`~_MLPPolicy.kl`, :meth:`~_MLPPolicy.kl_grad`
+                                                                                         :meth:`~MLPPolicy.kl`, :meth:`~MLPPolicy.kl_grad`
 :math:`L(\theta) = \frac1N\sum_n r_n(\theta)\hat A_n,\ r_n = e^{\log\pi_\theta - \log\pi_{old}}`
-                                                                                         :meth:`~_MLPPolicy.surrogate`
-:math:`\nabla L(\theta) = \frac1N\sum_n r_n\hat A_n\nabla\log\pi_\theta(a_n|s_n)`        :meth:`~_MLPPolicy.surrogate_grad`
-:math:`(F + \lambda_d I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda_d v`                  :meth:`~_MLPPolicy.fisher_vector_product`, :class:`FisherOperator`
+                                                                                         :meth:`~MLPPolicy.surrogate`
+:math:`\nabla L(\theta) = \frac1N\sum_n r_n\hat A_n\nabla\log\pi_\theta(a_n|s_n)`        :meth:`~MLPPolicy.surrogate_grad`
+:math:`(F + \lambda_d I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda_d v`                  :meth:`~MLPPolicy.fisher_vector_product`, :class:`FisherOperator`
 =======================================================================================  ======================================
 
 Parameter layout: the MLP's ``W0, b0, W1, b1, ...`` (see :mod:`trpo_ref.mlp`),
@@ -36,11 +36,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import backend
-from .distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
+from .heads import BernoulliHead, CategoricalHead, GaussianHead, Head, MultiCategoricalHead, head_from_spec
 from .mlp import MLP
 
-__all__ = ["GaussianMLPPolicy", "CategoricalMLPPolicy", "MultiCategoricalMLPPolicy", "BernoulliMLPPolicy", "PolicyAt",
-           "FisherOperator", "policy_from_spec"]
+__all__ = ["MLPPolicy", "GaussianMLPPolicy", "CategoricalMLPPolicy", "MultiCategoricalMLPPolicy", "BernoulliMLPPolicy",
+           "PolicyAt", "FisherOperator", "policy_from_spec", "policy_for_head"]
 
 
 def _require_finite(xp, x, name: str) -> None:
@@ -48,12 +48,26 @@ def _require_finite(xp, x, name: str) -> None:
         raise ValueError(f"{name} contains NaN or inf")
 
 
-class _MLPPolicy:
-    """Shared plumbing of the two MLP policies: layout, input checks, the network."""
+class MLPPolicy:
+    r"""A policy = an MLP composed with a head: φ = head(MLP(s; θ_net), θ_extra).
 
-    kind = ""
+    The network maps observations to the head's ``out_dim`` outputs; the head
+    (:mod:`trpo_ref.heads`) turns them, with its own parameters (log σ), into
+    the action distribution's parameters φ and owns everything that depends on
+    the distribution.  Every derivative in θ is the network's vjp or jvp of the
+    head's derivative in φ, so this class has no branch on the kind of head.
 
-    def __init__(self, obs_dim: int, out_dim: int, hidden_sizes: Sequence[int] = (64, 64),
+    Parameters
+    ----------
+    obs_dim : int
+    head : trpo_ref.heads.Head
+    hidden_sizes : sequence of int
+    activation : {"tanh", "relu"}
+    hidden_gain, output_gain : float
+        Orthogonal-init gains (√2 and 0.01 as in SB3 / OpenAI baselines).
+    """
+
+    def __init__(self, obs_dim: int, head: Head, hidden_sizes: Sequence[int] = (64, 64),
                  activation: str = "tanh", hidden_gain: float = math.sqrt(2.0),
                  output_gain: float = 0.01):
         if int(obs_dim) < 1:
@@ -66,15 +80,31 @@ class _MLPPolicy:
         self.activation = activation
         self.hidden_gain = float(hidden_gain)
         self.output_gain = float(output_gain)
-        self.mlp = MLP((self.obs_dim, *self.hidden_sizes, int(out_dim)), activation)
+        if not isinstance(head, Head):
+            raise ValueError(f"head must be a trpo_ref.heads.Head, got {type(head).__name__}")
+        self.head = head
+        self.mlp = MLP((self.obs_dim, *self.hidden_sizes, head.out_dim), activation)
+
+    @property
+    def kind(self) -> str:
+        """The head's kind ("gaussian", "categorical", "multicategorical", "bernoulli")."""
+        return self.head.kind
+
+    @property
+    def act_dim(self) -> int:
+        """Columns of an action (the head's; 1 for a categorical index)."""
+        return self.head.act_dim
+
+    @property
+    def continuous_actions(self) -> bool:
+        """Whether actions are float rows (Gaussian) rather than integers."""
+        return self.head.continuous_actions
 
     # ------------------------------------------------------------------ layout
     @property
     def num_params(self) -> int:
         """Length P of θ."""
-        return self.mlp.num_params + self._extra_params
-
-    _extra_params = 0
+        return self.mlp.num_params + self.head.n_extra
 
     #: Per-sample KL terms that SB3-contrib's ``.mean()`` averages over (its ``"mean"`` reduction
     #: divides the KL and F by this): the action dimensions of a Gaussian or Bernoulli head whose
@@ -82,10 +112,7 @@ class _MLPPolicy:
     @property
     def mean_reduction_size(self) -> int:
         """How many per-sample KL terms a ``"mean"`` KL reduction averages over (1: none)."""
-        return 1
-
-    #: Whether actions are float rows (Gaussian) rather than integers.
-    continuous_actions = False
+        return self.head.mean_reduction_size
 
     def act_shape(self, n: int) -> tuple[int, ...]:
         """Shape of a batch of ``n`` actions.
@@ -99,11 +126,12 @@ class _MLPPolicy:
         -------
         tuple of int
         """
-        return (n,)
+        return self.head.act_shape(n)
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Names and shapes of the parameters in θ order."""
-        return self.mlp.param_shapes()
+        """Names and shapes of the parameters in θ order: the MLP's ``W0, b0, ...``, then the head's
+        (``log_std`` (act_dim,) for a Gaussian)."""
+        return {**self.mlp.param_shapes(), **self.head.extra_shapes()}
 
     def unflatten(self, theta_p) -> dict[str, Any]:
         r"""``{"W0": (in, out), "b0", ..., ["log_std"]}`` views of θ.
@@ -119,7 +147,13 @@ class _MLPPolicy:
             Views of θ, shapes as :meth:`param_shapes`.
         """
         theta_p = self._check_theta(theta_p)
-        return self.mlp.unflatten(theta_p[: self.mlp.num_params])
+        named = self.mlp.unflatten(theta_p[: self.mlp.num_params])
+        pos = self.mlp.num_params
+        for name, shape in self.head.extra_shapes().items():
+            size = math.prod(shape)
+            named[name] = theta_p[pos:pos + size]
+            pos += size
+        return named
 
     def flatten(self, named: dict[str, Any]):
         r"""Exact inverse of :meth:`unflatten`; unknown keys are an error.
@@ -136,7 +170,19 @@ class _MLPPolicy:
         extra = set(named) - set(self.param_shapes())
         if extra:
             raise ValueError(f"unknown parameter names {sorted(extra)}; expected {list(self.param_shapes())}")
-        return self.mlp.flatten({k: v for k, v in named.items() if k in self.mlp.param_shapes()})
+        theta = self.mlp.flatten({k: v for k, v in named.items() if k in self.mlp.param_shapes()})
+        head_shapes = self.head.extra_shapes()
+        if not head_shapes:
+            return theta
+        xp = backend.namespace(*named.values())
+        parts = [theta]
+        for name, shape in head_shapes.items():
+            if name not in named:
+                raise ValueError(f"missing parameter {name!r}")
+            if tuple(named[name].shape) != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {tuple(named[name].shape)}")
+            parts.append(named[name])
+        return xp.concat(parts)
 
     def init_params(self, seed=0, *, dtype=None, device=None):
         r"""Orthogonal initialisation (gains √2 hidden, ``output_gain`` last layer), flat θ.
@@ -156,12 +202,9 @@ class _MLPPolicy:
         theta_p : array (P,)
         """
         theta = self.mlp.init(seed, self.hidden_gain, self.output_gain)
-        theta = np.concatenate([theta, self._init_extra()])
+        theta = np.concatenate([theta, self.head.init_extra()])
         xp, dev = backend.get_namespace(device)
         return backend.from_numpy(theta, xp, dev, backend.resolve_dtype(xp, dtype))
-
-    def _init_extra(self) -> np.ndarray:
-        return np.zeros(0)
 
     def spec(self) -> dict:
         """JSON-serialisable description of the architecture (see :func:`policy_from_spec`)."""
@@ -173,6 +216,7 @@ class _MLPPolicy:
             "activation": self.activation,
             "hidden_gain": self.hidden_gain,
             "output_gain": self.output_gain,
+            **self.head.spec(),
         }
 
     # ------------------------------------------------------------ input checks
@@ -211,7 +255,7 @@ class _MLPPolicy:
         n = obs_no.shape[0]
         out = [theta_p, obs_no]
         if act is not None:
-            out.append(self._check_act(act, n, theta_p))
+            out.append(self.head.check_act(act, n, theta_p))
         if adv_n is not None:
             out.append(self._check_vec(adv_n, n, theta_p, "adv"))
         if logp_old_n is not None:
@@ -219,9 +263,19 @@ class _MLPPolicy:
         return out
 
     # ---------------------------------------------------- distribution plumbing
-    # Subclasses provide: _dist(theta, obs) -> (phi, cache), _logp(phi, act),
-    # _logp_grad(phi, act) -> phi_bar, _pullback(theta, cache, phi_bar) -> theta_bar,
-    # _entropy_n(phi), _entropy_grad(phi), _kl(phi_p, phi_q), _kl_grad_q, _kl_grad_p.
+    def _dist(self, theta_p, obs_no):
+        """(φ, the network's cache) at θ on a batch: the forward pass, then the head."""
+        m = self.mlp.num_params
+        out, cache = self.mlp.forward(theta_p[:m], obs_no)
+        return self.head.phi(out, theta_p[m:]), cache
+
+    def _pullback(self, theta_p, cache, phi_bar):
+        """A cotangent in φ to one in θ: the head's pull-back, then the network's vjp."""
+        out_bar, extra_bar = self.head.pullback(phi_bar)
+        theta_bar, _ = self.mlp.vjp(cache, out_bar, input_grad=False)
+        if extra_bar is None:
+            return theta_bar
+        return backend.namespace(theta_p).concat([theta_bar, extra_bar])
 
     def at(self, theta_p, obs_no, act=None) -> "PolicyAt":
         r"""The policy at θ on a batch, the forward pass done once (see :class:`PolicyAt`).
@@ -261,7 +315,7 @@ class _MLPPolicy:
         """
         theta_p, obs_no, act = self._check_inputs(theta_p, obs_no, act)
         phi, _ = self._dist(theta_p, obs_no)
-        return self._logp(phi, act)
+        return self.head.log_prob(phi, act)
 
     def log_prob_grad(self, theta_p, obs_no, act, weights_n):
         r""":math:`\sum_n w_n \nabla_\theta\log\pi_\theta(a_n|s_n)`, shape (P,).
@@ -285,7 +339,7 @@ class _MLPPolicy:
         """
         theta_p, obs_no, act, weights_n = self._check_inputs(theta_p, obs_no, act, weights_n)
         phi, cache = self._dist(theta_p, obs_no)
-        return self._pullback(theta_p, cache, self._scale(self._logp_grad(phi, act), weights_n))
+        return self._pullback(theta_p, cache, self.head.scale(self.head.log_prob_grad(phi, act), weights_n))
 
     def entropy(self, theta_p, obs_no):
         r"""Mean entropy :math:`\frac1N\sum_n H(\pi_\theta(\cdot|s_n))` (0-d array).
@@ -306,7 +360,7 @@ class _MLPPolicy:
         xp = backend.namespace(theta_p)
         theta_p, obs_no = self._check_inputs(theta_p, obs_no)
         phi, _ = self._dist(theta_p, obs_no)
-        return xp.mean(self._entropy_n(phi, obs_no.shape[0]))
+        return xp.mean(self.head.entropy(phi, obs_no.shape[0]))
 
     def entropy_grad(self, theta_p, obs_no):
         r""":math:`\nabla_\theta \bar H(\theta)`, shape (P,).
@@ -326,7 +380,7 @@ class _MLPPolicy:
         """
         theta_p, obs_no = self._check_inputs(theta_p, obs_no)
         phi, cache = self._dist(theta_p, obs_no)
-        return self._pullback(theta_p, cache, self._entropy_grad(phi, obs_no.shape[0]))
+        return self._pullback(theta_p, cache, self.head.entropy_grad(phi, obs_no.shape[0]))
 
     def kl(self, theta_old_p, theta_p, obs_no, reverse: bool = False):
         r"""Mean KL :math:`\frac1N\sum_n KL(\pi_{old}(\cdot|s_n)\,\|\,\pi_\theta(\cdot|s_n))` (0-d array).
@@ -354,7 +408,7 @@ class _MLPPolicy:
         theta_p, obs_no = self._check_inputs(theta_p, obs_no)
         phi_old, _ = self._dist(theta_old_p, obs_no)
         phi, _ = self._dist(theta_p, obs_no)
-        kl_n = self._kl(phi, phi_old) if reverse else self._kl(phi_old, phi)
+        kl_n = self.head.kl(phi, phi_old) if reverse else self.head.kl(phi_old, phi)
         return xp.mean(kl_n)
 
     def kl_grad(self, theta_old_p, theta_p, obs_no, reverse: bool = False):
@@ -382,8 +436,8 @@ class _MLPPolicy:
         n = obs_no.shape[0]
         phi_old, _ = self._dist(theta_old_p, obs_no)
         phi, cache = self._dist(theta_p, obs_no)
-        phi_bar = self._kl_grad_p(phi, phi_old) if reverse else self._kl_grad_q(phi_old, phi)
-        return self._pullback(theta_p, cache, self._scale(phi_bar, 1.0 / n))
+        phi_bar = self.head.kl_grad_p(phi, phi_old) if reverse else self.head.kl_grad_q(phi_old, phi)
+        return self._pullback(theta_p, cache, self.head.scale(phi_bar, 1.0 / n))
 
     def surrogate(self, theta_p, obs_no, act, adv_n, logp_old_n):
         r"""Importance-weighted surrogate (0-d array).
@@ -410,7 +464,7 @@ class _MLPPolicy:
         xp = backend.namespace(theta_p)
         theta_p, obs_no, act, adv_n, logp_old_n = self._check_inputs(theta_p, obs_no, act, adv_n, logp_old_n)
         phi, _ = self._dist(theta_p, obs_no)
-        ratio_n = xp.exp(self._logp(phi, act) - logp_old_n)
+        ratio_n = xp.exp(self.head.log_prob(phi, act) - logp_old_n)
         return xp.mean(ratio_n * adv_n)
 
     def surrogate_grad(self, theta_p, obs_no, act, adv_n, logp_old_n):
@@ -440,8 +494,8 @@ class _MLPPolicy:
         xp = backend.namespace(theta_p)
         theta_p, obs_no, act, adv_n, logp_old_n = self._check_inputs(theta_p, obs_no, act, adv_n, logp_old_n)
         phi, cache = self._dist(theta_p, obs_no)
-        w_n = xp.exp(self._logp(phi, act) - logp_old_n) * adv_n / obs_no.shape[0]
-        return self._pullback(theta_p, cache, self._scale(self._logp_grad(phi, act), w_n))
+        w_n = xp.exp(self.head.log_prob(phi, act) - logp_old_n) * adv_n / obs_no.shape[0]
+        return self._pullback(theta_p, cache, self.head.scale(self.head.log_prob_grad(phi, act), w_n))
 
     def fisher_operator(self, theta_p, obs_no, damping: float = 0.0, *, forward=None) -> "FisherOperator":
         r"""A :class:`FisherOperator` at θ with the forward pass done once.
@@ -521,23 +575,12 @@ class _MLPPolicy:
         if validate:
             theta_p, obs_no = self._check_inputs(theta_p, obs_no)
         phi, _ = self._dist(theta_p, obs_no)
-        if deterministic:
-            act = self._mode(phi)
-            return act, self._logp(phi, act)
-        return self._sample(phi, rng)
-
-    @staticmethod
-    def _scale(phi_bar, w):
-        """Multiply every per-sample cotangent by a per-sample (N,) or scalar weight."""
-        if isinstance(w, float):
-            return tuple(b * w for b in phi_bar) if isinstance(phi_bar, tuple) else phi_bar * w
-        if isinstance(phi_bar, tuple):
-            return tuple(b * w[:, None] for b in phi_bar)
-        return phi_bar * w[:, None]
+        act = self.head.mode(phi) if deterministic else self.head.sample(phi, rng)
+        return act, self.head.log_prob(phi, act)
 
 
-class GaussianMLPPolicy(_MLPPolicy):
-    r"""Diagonal Gaussian policy: mean = MLP(s), state-independent log σ.
+class GaussianMLPPolicy(MLPPolicy):
+    r"""Diagonal Gaussian policy: mean = MLP(s), state-independent log σ (an MLP with a :class:`GaussianHead`).
 
     Parameters
     ----------
@@ -550,145 +593,20 @@ class GaussianMLPPolicy(_MLPPolicy):
         Orthogonal-init gains (√2 and 0.01 as in SB3 / OpenAI baselines).
     """
 
-    kind = "gaussian"
-    continuous_actions = True
-
-    @property
-    def mean_reduction_size(self) -> int:
-        """SB3-contrib's Normal is per dimension: its ``.mean()`` averages the act_dim KLs."""
-        return self.act_dim
-
-    def act_shape(self, n: int) -> tuple[int, ...]:
-        """Shape of a batch of ``n`` actions: (n, act_dim)."""
-        return (n, self.act_dim)
-
-    def _kl_terms(self, phi_p, phi_q):
-        """Per-sample size of the terms of KL(p‖q): Σ_a |log σ_p| + |log σ_q| + (σ_p² + Δμ²)/(2σ_q²) + ½."""
-        xp = backend.namespace(phi_p[0])
-        (mu_p, ls_p), (mu_q, ls_q) = phi_p, phi_q
-        t = xp.abs(ls_p) + xp.abs(ls_q) + (xp.exp(2 * ls_p) + (mu_p - mu_q) ** 2) / (2 * xp.exp(2 * ls_q)) + 0.5
-        return xp.sum(t, axis=-1)
-
-    def _entropy_terms(self, phi, n):
-        """Size of the terms of the mean entropy: Σ_a |log σ_a| + ½ log 2πe."""
-        xp = backend.namespace(phi[1])
-        return xp.sum(xp.abs(phi[1])) + 0.5 * math.log(2 * math.pi * math.e) * phi[1].shape[0]
-
-    def _output_metric(self, theta_p, out, n):
-        """M/N of the mean block, as ``rows(u, start, stop)`` (FisherOperator): 1/(N σ²), shared by every
-        sample, applied in place (u is a fresh product)."""
-        xp = backend.namespace(theta_p)
-        m = xp.exp(-2 * theta_p[self.mlp.num_params:]) / n
-
-        def rows(u, start, stop):
-            u *= m
-            return u
-
-        return rows
-
-    def _extra_fisher(self, v_extra):
-        """The log σ block of F: J maps v_logσ to every sample unchanged and M's log σ block is 2: 2 v."""
-        return 2 * v_extra
-
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (64, 64),
                  activation: str = "tanh", log_std_init: float = 0.0,
                  hidden_gain: float = math.sqrt(2.0), output_gain: float = 0.01):
-        if int(act_dim) < 1:
-            raise ValueError(f"act_dim must be >= 1, got {act_dim}")
-        super().__init__(obs_dim, act_dim, hidden_sizes, activation, hidden_gain, output_gain)
-        self.act_dim = int(act_dim)
-        self.log_std_init = float(log_std_init)
-        self._extra_params = self.act_dim
+        super().__init__(obs_dim, GaussianHead(act_dim, log_std_init), hidden_sizes, activation, hidden_gain,
+                         output_gain)
 
-    def _init_extra(self) -> np.ndarray:
-        return np.full(self.act_dim, self.log_std_init)
-
-    def param_shapes(self):
-        """Names and shapes in θ order: the MLP's ``W0, b0, ...`` then ``log_std`` (act_dim,)."""
-        shapes = dict(self.mlp.param_shapes())
-        shapes["log_std"] = (self.act_dim,)
-        return shapes
-
-    def unflatten(self, theta_p):
-        """``{"W0", "b0", ..., "log_std"}`` views of θ (log_std is θ's last act_dim entries)."""
-        named = super().unflatten(theta_p)
-        named["log_std"] = theta_p[self.mlp.num_params:]
-        return named
-
-    def flatten(self, named):
-        """Exact inverse of :meth:`unflatten`."""
-        xp = backend.namespace(*named.values())
-        if "log_std" not in named:
-            raise ValueError("missing parameter 'log_std'")
-        if tuple(named["log_std"].shape) != (self.act_dim,):
-            raise ValueError(f"log_std must have shape ({self.act_dim},), got {tuple(named['log_std'].shape)}")
-        return xp.concat([super().flatten(named), named["log_std"]])
-
-    def spec(self):
-        """Architecture description, with ``log_std_init``."""
-        s = super().spec()
-        s["log_std_init"] = self.log_std_init
-        return s
-
-    def _check_act(self, act_na, n, theta_p):
-        xp = backend.namespace(theta_p, act_na)
-        if tuple(act_na.shape) != (n, self.act_dim):
-            raise ValueError(f"act must have shape ({n}, {self.act_dim}), got {tuple(act_na.shape)}")
-        if act_na.dtype != theta_p.dtype:
-            act_na = xp.astype(act_na, theta_p.dtype)
-        _require_finite(xp, act_na, "act")
-        return act_na
-
-    # φ = (mean_na, log_std_a)
-    def _dist(self, theta_p, obs_no):
-        mean_na, cache = self.mlp.forward(theta_p[: self.mlp.num_params], obs_no)
-        return self._phi(theta_p, mean_na), cache
-
-    def _phi(self, theta_p, out_na):
-        """φ from the network's output: (mean, log σ)."""
-        return out_na, theta_p[self.mlp.num_params:]
-
-    def _pullback(self, theta_p, cache, phi_bar):
-        xp = backend.namespace(theta_p)
-        d_mean_na, d_log_std = phi_bar
-        theta_bar, _ = self.mlp.vjp(cache, d_mean_na, input_grad=False)
-        if len(d_log_std.shape) == 2:
-            d_log_std = xp.sum(d_log_std, axis=0)  # log σ is shared by every sample: sum
-        return xp.concat([theta_bar, d_log_std])
-
-    def _logp(self, phi, act_na):
-        return DiagGaussian.log_prob(phi[0], phi[1], act_na)
-
-    def _logp_grad(self, phi, act_na):
-        return DiagGaussian.log_prob_grad(phi[0], phi[1], act_na)
-
-    def _entropy_n(self, phi, n):
-        xp = backend.namespace(phi[1])
-        return xp.broadcast_to(DiagGaussian.entropy(phi[1]), (n,))
-
-    def _entropy_grad(self, phi, n):
-        xp = backend.namespace(phi[0])
-        # H depends on log σ only; the (1/N) Σ_n of the mean entropy cancels N copies.
-        return xp.zeros_like(phi[0]), DiagGaussian.entropy_grad(phi[1])
-
-    def _kl(self, phi_p, phi_q):
-        return DiagGaussian.kl(phi_p[0], phi_p[1], phi_q[0], phi_q[1])
-
-    def _kl_grad_q(self, phi_p, phi_q):
-        return DiagGaussian.kl_grad_q(phi_p[0], phi_p[1], phi_q[0], phi_q[1])
-
-    def _kl_grad_p(self, phi_p, phi_q):
-        return DiagGaussian.kl_grad_p(phi_p[0], phi_p[1], phi_q[0], phi_q[1])
-
-    def _sample(self, phi, rng):
-        return DiagGaussian.sample_with_log_prob(phi[0], phi[1], rng)
-
-    def _mode(self, phi):
-        return phi[0]
+    @property
+    def log_std_init(self) -> float:
+        """Initial value of every log σ_i (the head's)."""
+        return self.head.log_std_init
 
 
-class CategoricalMLPPolicy(_MLPPolicy):
-    r"""Categorical policy over ``n_actions`` actions: logits = MLP(s).
+class CategoricalMLPPolicy(MLPPolicy):
+    r"""Categorical policy over ``n_actions`` actions: logits = MLP(s) (an MLP with a :class:`CategoricalHead`).
 
     Parameters
     ----------
@@ -698,157 +616,20 @@ class CategoricalMLPPolicy(_MLPPolicy):
     hidden_gain, output_gain : float
     """
 
-    kind = "categorical"
-
-    def _kl_terms(self, phi_p, phi_q):
-        """Per-sample size of the terms of KL(p‖q): Σ_k p_k (|log p_k| + |log q_k|)."""
-        xp = backend.namespace(phi_p)
-        lp, lq = Categorical.log_softmax(phi_p), Categorical.log_softmax(phi_q)
-        return xp.sum(xp.exp(lp) * (xp.abs(lp) + xp.abs(lq)), axis=-1)
-
-    def _entropy_terms(self, phi, n):
-        """Size of the terms of the mean entropy: H̄ itself (a sum of non-negative terms)."""
-        xp = backend.namespace(phi)
-        return xp.abs(xp.mean(self._entropy_n(phi, n)))
-
-    def _output_metric(self, theta_p, out, n):
-        """M/N of the logits, as ``rows(u, start, stop)`` (FisherOperator): (diag p − p pᵀ)u / N, p once."""
-        xp = backend.namespace(out)
-        probs = xp.exp(Categorical.log_softmax(out))
-        return lambda u, start, stop: Categorical.fisher_product_probs(probs[start:stop, ...], u) / n
-
     def __init__(self, obs_dim: int, n_actions: int, hidden_sizes: Sequence[int] = (64, 64),
                  activation: str = "tanh", hidden_gain: float = math.sqrt(2.0),
                  output_gain: float = 0.01):
-        if int(n_actions) < 2:
-            raise ValueError(f"n_actions must be >= 2, got {n_actions}")
-        super().__init__(obs_dim, n_actions, hidden_sizes, activation, hidden_gain, output_gain)
-        self.n_actions = int(n_actions)
+        super().__init__(obs_dim, CategoricalHead(n_actions), hidden_sizes, activation, hidden_gain, output_gain)
 
-    def _check_act(self, act_n, n, theta_p):
-        xp = backend.namespace(theta_p, act_n)
-        if tuple(act_n.shape) != (n,):
-            raise ValueError(f"act must have shape ({n},) of integer action indices, got {tuple(act_n.shape)}")
-        if not xp.isdtype(act_n.dtype, "integral"):
-            raise ValueError(f"act must hold integer action indices, got dtype {act_n.dtype}")
-        if n and not (bool(xp.all(act_n >= 0)) and bool(xp.all(act_n < self.n_actions))):
-            raise ValueError(f"act must lie in [0, {self.n_actions}) for this policy")
-        return act_n
-
-    def _dist(self, theta_p, obs_no):
-        return self.mlp.forward(theta_p, obs_no)
-
-    def _phi(self, theta_p, out_nk):
-        """φ from the network's output: the logits."""
-        return out_nk
-
-    def _pullback(self, theta_p, cache, phi_bar):
-        return self.mlp.vjp(cache, phi_bar, input_grad=False)[0]
-
-    def _logp(self, logits, act_n):
-        return Categorical.log_prob(logits, act_n)
-
-    def _logp_grad(self, logits, act_n):
-        return Categorical.log_prob_grad(logits, act_n)
-
-    def _entropy_n(self, logits, n):
-        return Categorical.entropy(logits)
-
-    def _entropy_grad(self, logits, n):
-        return Categorical.entropy_grad(logits) / n
-
-    def _kl(self, phi_p, phi_q):
-        return Categorical.kl(phi_p, phi_q)
-
-    def _kl_grad_q(self, phi_p, phi_q):
-        return Categorical.kl_grad_q(phi_p, phi_q)
-
-    def _kl_grad_p(self, phi_p, phi_q):
-        return Categorical.kl_grad_p(phi_p, phi_q)
-
-    def _sample(self, logits, rng):
-        return Categorical.sample_with_log_prob(logits, rng)
-
-    def _mode(self, logits):
-        xp = backend.namespace(logits)
-        return xp.argmax(logits, axis=1)
+    @property
+    def n_actions(self) -> int:
+        """Number of actions (the head's)."""
+        return self.head.n_actions
 
 
-class _IntegerActionsPolicy(_MLPPolicy):
-    """Shared plumbing of the heads whose actions are integer rows (N, A) and whose φ are the logits."""
-
-    _bounds = ()  # per column: number of values
-
-    def _check_act(self, act_na, n, theta_p):
-        xp = backend.namespace(theta_p, act_na)
-        width = len(self._bounds)
-        if tuple(act_na.shape) != (n, width):
-            raise ValueError(f"act must have shape ({n}, {width}) of integer actions, got {tuple(act_na.shape)}")
-        if not xp.isdtype(act_na.dtype, "integral"):
-            raise ValueError(f"act must hold integer actions, got dtype {act_na.dtype}")
-        if n:
-            hi = backend.from_numpy(np.asarray(self._bounds), xp, backend.device_of(act_na), act_na.dtype)
-            if not (bool(xp.all(act_na >= 0)) and bool(xp.all(act_na < hi[None, :]))):
-                raise ValueError(f"act column i must lie in [0, {list(self._bounds)}[i]) for this policy")
-        return act_na
-
-    def _dist(self, theta_p, obs_no):
-        return self.mlp.forward(theta_p, obs_no)
-
-    def _phi(self, theta_p, out_nk):
-        """φ from the network's output: the logits."""
-        return out_nk
-
-    def _pullback(self, theta_p, cache, phi_bar):
-        return self.mlp.vjp(cache, phi_bar, input_grad=False)[0]
-
-    def _logp(self, logits, act):
-        return self._head.log_prob(logits, act)
-
-    def _logp_grad(self, logits, act):
-        return self._head.log_prob_grad(logits, act)
-
-    def _entropy_n(self, logits, n):
-        return self._head.entropy(logits)
-
-    def _entropy_grad(self, logits, n):
-        return self._head.entropy_grad(logits) / n
-
-    def _kl(self, phi_p, phi_q):
-        return self._head.kl(phi_p, phi_q)
-
-    def _kl_grad_q(self, phi_p, phi_q):
-        return self._head.kl_grad_q(phi_p, phi_q)
-
-    def _kl_grad_p(self, phi_p, phi_q):
-        return self._head.kl_grad_p(phi_p, phi_q)
-
-    def _sample(self, logits, rng):
-        return self._head.sample_with_log_prob(logits, rng)
-
-    def act_shape(self, n: int) -> tuple[int, ...]:
-        """Shape of a batch of ``n`` actions: (n, number of sub-actions or bits)."""
-        return (n, len(self._bounds))
-
-    def _kl_terms(self, phi_p, phi_q):
-        """Per-sample size of the terms of KL(p‖q): Σ p (|log p| + |log q|) over every outcome of every column."""
-        xp = backend.namespace(phi_p)
-        lp, lq = self._outcome_logs(phi_p), self._outcome_logs(phi_q)
-        return xp.sum(xp.exp(lp) * (xp.abs(lp) + xp.abs(lq)), axis=-1)
-
-    def _entropy_terms(self, phi, n):
-        """Size of the terms of the mean entropy: H̄ itself (a sum of non-negative terms)."""
-        xp = backend.namespace(phi)
-        return xp.abs(xp.mean(self._entropy_n(phi, n)))
-
-    def _output_metric(self, theta_p, out, n):
-        """M/N of the outputs at these logits, as ``rows(u, start, stop)`` (FisherOperator); the
-        probabilities are computed once here, not at every product."""
-        return self._head_metric_rows(out, n)
-
-
-class MultiCategoricalMLPPolicy(_IntegerActionsPolicy):
-    r"""Independent categoricals for MultiDiscrete actions: logits = MLP(s), one slice per sub-action.
+class MultiCategoricalMLPPolicy(MLPPolicy):
+    r"""Independent categoricals for MultiDiscrete actions: logits = MLP(s), one slice per sub-action
+    (an MLP with a :class:`MultiCategoricalHead`).
 
     .. math:: \log\pi(a|s) = \sum_i \log\mathrm{softmax}(z_i(s))_{a_i}
 
@@ -862,36 +643,18 @@ class MultiCategoricalMLPPolicy(_IntegerActionsPolicy):
     hidden_gain, output_gain : float
     """
 
-    kind = "multicategorical"
-
     def __init__(self, obs_dim: int, nvec, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
                  hidden_gain: float = math.sqrt(2.0), output_gain: float = 0.01):
-        self._head = MultiCategorical(nvec)
-        self.nvec = self._head.nvec
-        super().__init__(obs_dim, self._head.width, hidden_sizes, activation, hidden_gain, output_gain)
-        self._bounds = self.nvec
-        self.act_dim = len(self.nvec)
+        super().__init__(obs_dim, MultiCategoricalHead(nvec), hidden_sizes, activation, hidden_gain, output_gain)
 
-    def spec(self):
-        """Architecture description, with ``nvec``."""
-        s = super().spec()
-        s["nvec"] = list(self.nvec)
-        return s
-
-    def _mode(self, logits):
-        return self._head.mode(logits)
-
-    def _outcome_logs(self, logits):
-        return self._head.log_softmax(logits)
-
-    def _head_metric_rows(self, out, n):
-        xp = backend.namespace(out)
-        probs = xp.exp(self._head.log_softmax(out))  # each slice's softmax, once
-        return lambda u, start, stop: self._head.fisher_product_probs(probs[start:stop, ...], u) / n
+    @property
+    def nvec(self) -> tuple[int, ...]:
+        """Choices per sub-action (the head's)."""
+        return self.head.nvec
 
 
-class BernoulliMLPPolicy(_IntegerActionsPolicy):
-    r"""Independent Bernoulli bits for MultiBinary actions: logits = MLP(s).
+class BernoulliMLPPolicy(MLPPolicy):
+    r"""Independent Bernoulli bits for MultiBinary actions: logits = MLP(s) (an MLP with a :class:`BernoulliHead`).
 
     .. math:: \log\pi(a|s) = \sum_k a_k\log\sigma(z_k) + (1 - a_k)\log\sigma(-z_k)
 
@@ -905,34 +668,14 @@ class BernoulliMLPPolicy(_IntegerActionsPolicy):
     hidden_gain, output_gain : float
     """
 
-    kind = "bernoulli"
-    _head = Bernoulli
-
     def __init__(self, obs_dim: int, n: int, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
                  hidden_gain: float = math.sqrt(2.0), output_gain: float = 0.01):
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 1:
-            raise ValueError(f"n must be an integer >= 1, got {n!r}")
-        super().__init__(obs_dim, int(n), hidden_sizes, activation, hidden_gain, output_gain)
-        self.n = int(n)
-        self._bounds = (2,) * self.n
-        self.act_dim = self.n
-
-    def _mode(self, logits):
-        xp = backend.namespace(logits)
-        return xp.astype(logits > 0, xp.int64)
+        super().__init__(obs_dim, BernoulliHead(n), hidden_sizes, activation, hidden_gain, output_gain)
 
     @property
-    def mean_reduction_size(self) -> int:
-        """SB3's Bernoulli is not ``Independent``: its ``.mean()`` averages the n bits' KLs."""
-        return self.n
-
-    def _outcome_logs(self, logits):
-        xp = backend.namespace(logits)
-        return xp.concat([Bernoulli.log_sigmoid(logits), Bernoulli.log_sigmoid(-logits)], axis=-1)
-
-    def _head_metric_rows(self, out, n):
-        pq = Bernoulli.probs(out) * Bernoulli.probs(-out)  # σ(z)(1 − σ(z)), once
-        return lambda u, start, stop: pq[start:stop, ...] * u / n
+    def n(self) -> int:
+        """Number of bits (the head's)."""
+        return self.head.n
 
 
 class PolicyAt:
@@ -947,7 +690,7 @@ class PolicyAt:
 
     Parameters
     ----------
-    policy : GaussianMLPPolicy or CategoricalMLPPolicy
+    policy : MLPPolicy
     theta_p : array (P,)
     obs_no : array (N, obs_dim)
     act : array, optional
@@ -960,8 +703,9 @@ class PolicyAt:
         self.act = checked[2] if act is not None else None
         self.n = self.obs.shape[0]
         self._xp = backend.namespace(self.theta)
-        self.out, self.cache = policy.mlp.forward(self.theta[: policy.mlp.num_params], self.obs)
-        self.phi = policy._phi(self.theta, self.out)
+        m = policy.mlp.num_params
+        self.out, self.cache = policy.mlp.forward(self.theta[:m], self.obs)
+        self.phi = policy.head.phi(self.out, self.theta[m:])
         self._logp = None
 
     def _vec(self, x_n, name):
@@ -972,7 +716,7 @@ class PolicyAt:
         if self.act is None:
             raise ValueError("this PolicyAt was made without actions: pass act to policy.at()")
         if self._logp is None:
-            self._logp = self.policy._logp(self.phi, self.act)
+            self._logp = self.policy.head.log_prob(self.phi, self.act)
         return self._logp
 
     def surrogate(self, adv_n, logp_old_n):
@@ -1026,16 +770,16 @@ class PolicyAt:
         """
         adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
         w_n = self._xp.exp(self.log_prob() - logp_old_n) * adv_n / self.n
-        pol = self.policy
-        return pol._pullback(self.theta, self.cache, pol._scale(pol._logp_grad(self.phi, self.act), w_n))
+        pol, head = self.policy, self.policy.head
+        return pol._pullback(self.theta, self.cache, head.scale(head.log_prob_grad(self.phi, self.act), w_n))
 
     def entropy(self):
         r"""Mean entropy (0-d array)."""
-        return self._xp.mean(self.policy._entropy_n(self.phi, self.n))
+        return self._xp.mean(self.policy.head.entropy(self.phi, self.n))
 
     def entropy_grad(self):
         r""":math:`\nabla_\theta\bar H` (P,)."""
-        return self.policy._pullback(self.theta, self.cache, self.policy._entropy_grad(self.phi, self.n))
+        return self.policy._pullback(self.theta, self.cache, self.policy.head.entropy_grad(self.phi, self.n))
 
     def kl(self, old: "PolicyAt", reverse: bool = False):
         r"""Mean :math:`KL(\pi_{old}\|\pi_\theta)` (``reverse``: :math:`KL(\pi_\theta\|\pi_{old})`), 0-d array.
@@ -1051,7 +795,8 @@ class PolicyAt:
         -------
         kl : 0-d array
         """
-        kl_n = self.policy._kl(self.phi, old.phi) if reverse else self.policy._kl(old.phi, self.phi)
+        head = self.policy.head
+        kl_n = head.kl(self.phi, old.phi) if reverse else head.kl(old.phi, self.phi)
         return self._xp.mean(kl_n)
 
     def fisher_operator(self, damping: float = 0.0) -> "FisherOperator":
@@ -1078,13 +823,14 @@ class FisherOperator:
 
     .. math:: (F + \lambda_d I)v = \frac1N\sum_n J_n^\top M_n J_n v + \lambda_d v
 
-    For the Gaussian policy the log σ block is exact in closed form: J maps
-    v_logσ to every sample unchanged and M's log σ block is 2, so that block is
-    ``2 v_logσ`` and there are no cross terms.
+    :math:`M_n` is the head's metric (:meth:`trpo_ref.heads.Head.metric`).  For
+    the Gaussian head the log σ block is exact in closed form: J maps v_logσ to
+    every sample unchanged and M's log σ block is 2, so that block is
+    ``2 v_logσ`` and there are no cross terms (:meth:`~trpo_ref.heads.GaussianHead.extra_fisher`).
 
     Parameters
     ----------
-    policy : GaussianMLPPolicy or CategoricalMLPPolicy
+    policy : MLPPolicy
     theta_p : array (P,)
     obs_no : array (N, obs_dim)
     damping : float
@@ -1097,7 +843,7 @@ class FisherOperator:
         operator's temporaries are O(block_rows), not O(N).
     """
 
-    def __init__(self, policy: _MLPPolicy, theta_p, obs_no, damping: float = 0.0,
+    def __init__(self, policy: MLPPolicy, theta_p, obs_no, damping: float = 0.0,
                  block_rows: int | None = None, forward=None):
         damping = float(damping)
         if not (damping >= 0.0 and math.isfinite(damping)):
@@ -1119,7 +865,7 @@ class FisherOperator:
         else:  # the forward pass at this θ on these observations, already done (PolicyAt)
             out, self._cache = forward
         # M_n (J v)_n / N by rows, from the policy's head (its set-up, e.g. the softmax, done once here)
-        self._metric_rows = policy._output_metric(theta_p, out, self.n)
+        self._metric_rows = policy.head.metric(policy.head.phi(out, theta_p[self._p_mlp:]), self.n)
         self._extra = self._p_mlp < self.num_params  # parameters beyond the MLP (log σ)
 
     def __call__(self, v_p):
@@ -1139,7 +885,7 @@ class FisherOperator:
         fv = self.policy.mlp.gauss_newton_product(self._cache, v_p[: self._p_mlp], self._metric_rows,
                                                   self.block_rows)  # Jᵀ M J v / N
         if self._extra:
-            fv = xp.concat([fv, self.policy._extra_fisher(v_p[self._p_mlp:])])  # log σ block (no cross terms)
+            fv = xp.concat([fv, self.policy.head.extra_fisher(v_p[self._p_mlp:])])  # log σ block (no cross terms)
         if self.damping:
             fv = fv + self.damping * v_p
         return fv
@@ -1159,32 +905,50 @@ class FisherOperator:
         return self(v_p)
 
 
-def policy_from_spec(spec: dict) -> _MLPPolicy:
-    r"""Rebuild a policy from :meth:`~_MLPPolicy.spec` output.
+#: Policy class per head kind: :func:`policy_for_head` builds these public classes.
+_CLASSES = {"gaussian": GaussianMLPPolicy, "categorical": CategoricalMLPPolicy,
+            "multicategorical": MultiCategoricalMLPPolicy, "bernoulli": BernoulliMLPPolicy}
+
+
+def policy_for_head(obs_dim: int, head: Head, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
+                    hidden_gain: float = math.sqrt(2.0), output_gain: float = 0.01) -> MLPPolicy:
+    r"""An MLP policy with this head, as the public class of the head's kind (e.g. :class:`GaussianMLPPolicy`).
+
+    Parameters
+    ----------
+    obs_dim : int
+    head : trpo_ref.heads.Head
+    hidden_sizes : sequence of int
+    activation : {"tanh", "relu"}
+    hidden_gain, output_gain : float
+
+    Returns
+    -------
+    MLPPolicy
+    """
+    cls = _CLASSES.get(head.kind, MLPPolicy)
+    policy = cls.__new__(cls)
+    MLPPolicy.__init__(policy, obs_dim, head, hidden_sizes, activation, hidden_gain, output_gain)
+    return policy
+
+
+def policy_from_spec(spec: dict) -> MLPPolicy:
+    r"""Rebuild a policy from :meth:`~MLPPolicy.spec` output.
 
     Parameters
     ----------
     spec : dict
-        Output of :meth:`~_MLPPolicy.spec` (``kind`` "gaussian" or "categorical").
+        Output of :meth:`~MLPPolicy.spec`: ``kind`` ("gaussian", "categorical", "multicategorical" or
+        "bernoulli"), the network's fields and the head's (:meth:`trpo_ref.heads.Head.spec`).
 
     Returns
     -------
-    GaussianMLPPolicy or CategoricalMLPPolicy
+    MLPPolicy
+        The public class of that kind (e.g. :class:`GaussianMLPPolicy`), with the head the spec describes.
     """
     try:
-        kind = spec["kind"]
-        common = dict(hidden_sizes=tuple(spec["hidden_sizes"]), activation=spec["activation"],
-                      hidden_gain=spec.get("hidden_gain", math.sqrt(2.0)),
-                      output_gain=spec.get("output_gain", 0.01))
-        if kind == "gaussian":
-            return GaussianMLPPolicy(spec["obs_dim"], spec["out_dim"], log_std_init=spec.get("log_std_init", 0.0), **common)
-        if kind == "categorical":
-            return CategoricalMLPPolicy(spec["obs_dim"], spec["out_dim"], **common)
-        if kind == "multicategorical":
-            return MultiCategoricalMLPPolicy(spec["obs_dim"], spec["nvec"], **common)
-        if kind == "bernoulli":
-            return BernoulliMLPPolicy(spec["obs_dim"], spec["out_dim"], **common)
+        head = head_from_spec(spec)
+        return policy_for_head(spec["obs_dim"], head, tuple(spec["hidden_sizes"]), spec["activation"],
+                               spec.get("hidden_gain", math.sqrt(2.0)), spec.get("output_gain", 0.01))
     except KeyError as exc:
         raise ValueError(f"policy spec is missing the field {exc.args[0]!r}") from exc
-    raise ValueError(f"unknown policy kind {kind!r}; expected 'gaussian', 'categorical', 'multicategorical' "
-                     "or 'bernoulli'")

@@ -47,7 +47,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 
-from .policy import CategoricalMLPPolicy, GaussianMLPPolicy
+from .policy import MLPPolicy
 
 __all__ = ["RolloutBatch", "VectorRollout", "make_vector_env", "check_spaces", "UnsupportedSpaceError"]
 
@@ -163,74 +163,49 @@ def check_spaces(observation_space, action_space) -> None:
 
 
 class HostSampler:
-    r"""``policy.sample`` for the per-step loop: plain NumPy on the host, no checks, no dispatch.
+    r"""``policy.sample`` for the per-step loop: the policy's own network and head on the host, no checks.
 
-    θ is checked once and unpacked into its layers here.  :meth:`act` is what
-    the loop calls each step: one forward pass on the (E, obs_dim) batch and
-    one host draw, the same draw :meth:`~trpo_ref.policy.GaussianMLPPolicy.sample`
-    makes (``standard_normal`` for the Gaussian, ``gumbel`` for the
-    Gumbel-max categorical), so the two give the same actions from the same
-    generator (tests/test_rollout.py).  The log-probabilities are for logging
-    only (the training loop recomputes :math:`\log\pi_{old}` on the update's
-    backend), so the rollout computes them after the loop, for the whole
-    batch at once, with :meth:`log_prob`.
-
-    Notes
-    -----
-    The categorical draw is :math:`\arg\max_k(z_k + g_k)` on the logits
-    :math:`z`, the Gumbel-max rule :meth:`Categorical.sample` applies to
-    :math:`\log\pi_k = z_k - \log\sum_j e^{z_j}`: the shift by the
-    log-sum-exp is the same for every k, so it changes the choice only where
-    two entries of :math:`z + g` tie to within rounding (a probability of order
-    1e-16 per draw), and it saves six array operations per step.
+    θ is checked once here and split into its layers once
+    (:meth:`trpo_ref.mlp.MLP.predictor`).  :meth:`act` is what the loop calls
+    each step: the network's forward pass on the (E, obs_dim) batch
+    (:meth:`~trpo_ref.mlp.MLP.predictor`, the arithmetic of
+    :meth:`~trpo_ref.mlp.MLP.forward`), then the head's draw
+    (:meth:`trpo_ref.heads.Head.sample`) — the same functions
+    :meth:`~trpo_ref.policy.MLPPolicy.sample` calls, so the two give the same
+    actions from the same generator (tests/test_rollout.py).  The
+    log-probabilities are for logging only (the training loop recomputes
+    :math:`\log\pi_{old}` on the update's backend), so the rollout computes
+    them after the loop, for the whole batch at once, with :meth:`log_prob`.
     """
 
     def __init__(self, policy, theta):
         theta = np.asarray(policy._check_theta(np.asarray(theta)), dtype=np.float64)
-        named = policy.unflatten(theta)
-        n_layers = len(policy.hidden_sizes) + 1
-        self.layers = [(named[f"W{l}"], named[f"b{l}"]) for l in range(n_layers)]
-        self.tanh = policy.activation == "tanh"
-        self.gaussian = isinstance(policy, GaussianMLPPolicy)
-        if self.gaussian:
-            self.log_std = named["log_std"]
-            self.std = np.exp(self.log_std)
-            self.logp_const = -float(np.sum(self.log_std)) - 0.5 * len(self.log_std) * np.log(2 * np.pi)
+        m = policy.mlp.num_params
+        self.head = policy.head
+        self.net = policy.mlp.predictor(theta[:m])
+        self.extra = theta[m:]
 
-    def _out(self, obs_no):
-        """The network's output: the Gaussian's mean or the categorical's logits, (N, act_dim or K)."""
-        h = obs_no
-        for W, b in self.layers[:-1]:
-            h = h @ W + b
-            h = np.tanh(h) if self.tanh else np.maximum(h, 0.0)
-        W, b = self.layers[-1]
-        return h @ W + b
+    def phi(self, obs_no):
+        """The distribution's parameters φ for a batch of observations."""
+        return self.head.phi(self.net(obs_no), self.extra)
 
     def act(self, obs_eo, rng, deterministic: bool = False):
-        r"""Actions for a batch of observations: (E, act_dim) float64 or (E,) int64.
+        r"""Actions for a batch of observations, in the head's shape and dtype.
 
         Parameters
         ----------
         obs_eo : float64 (E, obs_dim)
         rng : numpy.random.Generator
-            Draws ``standard_normal((E, act_dim))`` or ``gumbel(size=(E, K))``; nothing when deterministic.
+            The head's host draw (``standard_normal``, ``gumbel``, ``random``); nothing when deterministic.
         deterministic : bool
-            The mean, or the most probable action.
+            The head's mode.
         """
-        out = self._out(obs_eo)
-        if self.gaussian:  # out = mean
-            return out if deterministic else out + self.std * rng.standard_normal(out.shape)
-        return np.argmax(out if deterministic else out + rng.gumbel(size=out.shape), axis=1)  # out = logits
+        phi = self.phi(obs_eo)
+        return self.head.mode(phi) if deterministic else self.head.sample(phi, rng)
 
-    def log_prob(self, obs_no, act_n):
-        r"""log π(a_n | s_n), (N,): :math:`-\tfrac12\|(a-\mu)/\sigma\|^2 - \sum\log\sigma - \tfrac d2\log 2\pi`,
-        or the log-softmax of the logits at :math:`a_n`."""
-        out = self._out(obs_no)
-        if self.gaussian:
-            return self.logp_const - 0.5 * np.sum(((act_n - out) / self.std) ** 2, axis=1)
-        shifted = out - out.max(axis=1, keepdims=True)
-        logp_nk = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return logp_nk[np.arange(len(act_n)), act_n]
+    def log_prob(self, obs_no, act):
+        r"""log π(a_n | s_n), (N,): the head's log-probability."""
+        return self.head.log_prob(self.phi(obs_no), act)
 
     def __call__(self, theta, obs_eo, rng, deterministic: bool = False):
         """``policy.sample``'s signature: (actions, their log-probabilities)."""
@@ -421,7 +396,7 @@ class VectorRollout:
 
         obs_eo = self.obs_eo
         direct = self._direct_steps()
-        if isinstance(policy, (GaussianMLPPolicy, CategoricalMLPPolicy)):
+        if isinstance(policy, MLPPolicy):
             sampler = HostSampler(policy, theta)
             act_fn = sampler.act
         else:  # a duck-typed policy: its own sample, log-probabilities as it gives them
@@ -480,8 +455,7 @@ class VectorRollout:
 
         obs_teo = norm(raw_obs_teo)
         if sampler is not None:  # log π(a|s) at sampling time, for the whole batch at once (logging only)
-            logp_te = sampler.log_prob(obs_teo.reshape(T * E, O), act_te.reshape(T * E, -1) if not self.discrete
-                                       else act_te.reshape(T * E)).reshape(T, E)
+            logp_te = sampler.log_prob(obs_teo.reshape(T * E, O), act_te.reshape(T * E, *act_te.shape[2:])).reshape(T, E)
         return RolloutBatch(
             obs_teo=obs_teo, raw_obs_teo=raw_obs_teo, act_te=act_te, logp_te=logp_te, rew_te=rew_te,
             terminated_te=term_te, truncated_te=trunc_te, next_obs_teo=norm(next_raw_teo),

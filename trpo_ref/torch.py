@@ -61,12 +61,9 @@ def actions(policy, act, n: int | None = None) -> np.ndarray:
     """Actions (tensor or array) in the dtype and shape ``policy`` takes: float (N, A) Gaussian, int (N,)
     categorical, int (N, k) MultiDiscrete / MultiBinary (``n`` = N when a flat vector must be reshaped)."""
     a = to_numpy(act)
-    if policy.kind == "gaussian":
-        return a.reshape(-1, policy.act_dim)
-    a = np.rint(a).astype(np.int64)
-    if policy.kind == "categorical":
-        return a.reshape(-1)
-    return a.reshape(n if n is not None else a.shape[0], -1)
+    if not policy.continuous_actions:
+        a = np.rint(a).astype(np.int64)
+    return a.reshape(policy.act_shape(n if n is not None else -1))
 
 
 def _leaves(module: nn.Module, prefix: str = ""):
@@ -222,8 +219,7 @@ def _check_forward(actor, bridge) -> None:
     got = _first_output(out, (n, pol.mlp.sizes[-1]))
     if got is None:
         return
-    phi, _ = pol._dist(bridge.theta, to_numpy(probe))
-    want = phi[0] if pol.kind == "gaussian" else phi
+    want, _ = pol.mlp.forward(bridge.theta[: pol.mlp.num_params], to_numpy(probe))  # the Linear chain's output
     diff = float(np.max(np.abs(to_numpy(got) - want)))
     scale = max(float(np.max(np.abs(want))), 1e-30)
     tol = 1e-4 if bridge.dtype == "float32" else 1e-10  # matmul rounding: ~1e-7 / ~1e-16 relative (measured)
@@ -400,7 +396,7 @@ def to_module(policy, theta, *, dtype=torch.float64):
         if l < len(sizes) - 2:
             layers.append(act_cls())
     log_std = None
-    if policy.kind == "gaussian":
+    if "log_std" in named:
         log_std = nn.Parameter(torch.as_tensor(np.array(named["log_std"]), dtype=dtype))
     return nn.Sequential(*layers), log_std
 

@@ -53,8 +53,8 @@ from . import backend, rundir
 from .advantages import gae
 from .fileio import atomic_savez, atomic_write_text
 from .normalize import ObsNormalizer, RewardScaler
-from .policy import (BernoulliMLPPolicy, CategoricalMLPPolicy, GaussianMLPPolicy, MultiCategoricalMLPPolicy,
-                     policy_from_spec)
+from .heads import head_for_space
+from .policy import policy_for_head, policy_from_spec
 from .rollout import VectorRollout
 from .rundir import load_npz
 from .trpo import Batch, StepInfo, TRPOConfig, trpo_step
@@ -392,20 +392,10 @@ def make_policy(cfg: TrainConfig, rollout: VectorRollout):
 
     Returns
     -------
-    GaussianMLPPolicy or CategoricalMLPPolicy
+    MLPPolicy
     """
-    from gymnasium import spaces
-
-    space = rollout.action_space
-    if isinstance(space, spaces.MultiDiscrete):
-        return MultiCategoricalMLPPolicy(rollout.obs_dim, [int(k) for k in space.nvec], cfg.hidden_sizes,
-                                         cfg.activation)
-    if isinstance(space, spaces.MultiBinary):
-        return BernoulliMLPPolicy(rollout.obs_dim, int(space.shape[0]), cfg.hidden_sizes, cfg.activation)
-    if rollout.discrete:
-        return CategoricalMLPPolicy(rollout.obs_dim, rollout.n_actions, cfg.hidden_sizes, cfg.activation)
-    return GaussianMLPPolicy(rollout.obs_dim, rollout.act_dim, cfg.hidden_sizes, cfg.activation,
-                             log_std_init=cfg.log_std_init)
+    head = head_for_space(rollout.action_space, log_std_init=cfg.log_std_init)
+    return policy_for_head(rollout.obs_dim, head, cfg.hidden_sizes, cfg.activation)
 
 
 def save_policy(path: Path, policy, theta, obs_normalizer, env_id: str) -> None:
@@ -414,7 +404,7 @@ def save_policy(path: Path, policy, theta, obs_normalizer, env_id: str) -> None:
     Parameters
     ----------
     path : pathlib.Path
-    policy : GaussianMLPPolicy or CategoricalMLPPolicy
+    policy : MLPPolicy
     theta : array (P,)
     obs_normalizer : ObsNormalizer or None
     env_id : str

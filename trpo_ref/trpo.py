@@ -258,13 +258,6 @@ def beta(xFx: float, max_kl: float, eps: float = 0.0) -> float:
     return math.sqrt(2.0 * max_kl / denom)
 
 
-def _kl_reverse(policy, config: TRPOConfig) -> bool:
-    direction = config.kl_direction
-    if policy.kind == "categorical" and config.kl_direction_categorical is not None:
-        direction = config.kl_direction_categorical
-    return direction == "new_old"
-
-
 class Prepared(NamedTuple):
     """The update's data and conventions after the library-replay preparation.
 
@@ -350,7 +343,7 @@ def prepare_update(policy, theta, batch: Batch, config: TRPOConfig, x0=None) -> 
     if x0 is not None:
         x0 = backend.from_numpy(backend.to_numpy(x0), xp, dev, theta.dtype)
     return Prepared(batch.obs, batch.act, batch.logp_old, adv, adv_std_zero, fisher_obs, kl_scale,
-                    _kl_reverse(policy, config), x0)
+                    config.kl_reverse(policy.kind), x0)
 
 
 def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *, x0=None):

@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import backend
 from ..cg import conjugate_gradient
+from ..heads import BernoulliHead, CategoricalHead, GaussianHead, MultiCategoricalHead
 from ..linesearch import improvement_ok, improvement_ratio, kl_ok
 from ..trpo import PRESETS, Batch, TRPOConfig, prepare_update
 from ..trpo import beta as step_beta
@@ -30,6 +31,16 @@ from .record import compute_trace, make_meta
 
 __all__ = ["synthetic_case", "GOLDEN_SIZES", "GOLDEN_SEED_ORDER", "GOLDEN_KINDS", "PRESET_KINDS", "GOLDEN_OUT_DIM", "golden_cases", "golden_trace", "realistic_case",
            "REALISTIC_CASES", "BUGS", "candidate_update"]
+
+
+#: kind -> the head of a synthetic case with ``act_dim`` action dimensions, actions, sub-actions
+#: (with 2, 3, … choices) or bits.
+_SYNTHETIC_HEADS = {
+    "gaussian": GaussianHead,
+    "categorical": CategoricalHead,
+    "multicategorical": lambda k: MultiCategoricalHead(range(2, 2 + k)),
+    "bernoulli": BernoulliHead,
+}
 
 
 def synthetic_case(kind: str = "gaussian", seed: int = 0, n: int = 32, obs_dim: int = 3, act_dim: int = 2,
@@ -44,19 +55,12 @@ def synthetic_case(kind: str = "gaussian", seed: int = 0, n: int = 32, obs_dim: 
     actions for ``kind="categorical"``, of sub-actions (with 2, 3, … choices)
     for ``"multicategorical"`` and of bits for ``"bernoulli"``.
     """
-    from ..policy import BernoulliMLPPolicy, CategoricalMLPPolicy, GaussianMLPPolicy, MultiCategoricalMLPPolicy
+    from ..policy import policy_for_head
 
-    if kind == "gaussian":
-        policy = GaussianMLPPolicy(obs_dim, act_dim, tuple(hidden_sizes), activation)
-    elif kind == "categorical":
-        policy = CategoricalMLPPolicy(obs_dim, act_dim, tuple(hidden_sizes), activation)
-    elif kind == "multicategorical":
-        policy = MultiCategoricalMLPPolicy(obs_dim, tuple(range(2, 2 + act_dim)), tuple(hidden_sizes), activation)
-    elif kind == "bernoulli":
-        policy = BernoulliMLPPolicy(obs_dim, act_dim, tuple(hidden_sizes), activation)
-    else:
+    if kind not in _SYNTHETIC_HEADS:
         raise ValueError(f"policy kind must be 'gaussian', 'categorical', 'multicategorical' or 'bernoulli', "
                          f"got {kind!r}")
+    policy = policy_for_head(obs_dim, _SYNTHETIC_HEADS[kind](act_dim), tuple(hidden_sizes), activation)
     if int(n) < 2:
         raise ValueError(f"n must be >= 2, got {n}")
     rng = np.random.default_rng(seed)
@@ -130,22 +134,19 @@ def realistic_case(kind: str = "gaussian", seed: int | None = None, n: int = 256
     (categorical) relative, as on the real library updates of the review; and
     the line search backtracks twice.
     """
-    from ..policy import CategoricalMLPPolicy, GaussianMLPPolicy
+    from ..policy import policy_for_head
 
     s, scales, out_dim, delta = REALISTIC_CASES[kind]
     seed = s if seed is None else seed
     rng = np.random.default_rng(seed)
     scales = np.asarray(scales)
-    if kind == "gaussian":
-        policy = GaussianMLPPolicy(scales.shape[0], out_dim, tuple(hidden_sizes))
-    else:
-        policy = CategoricalMLPPolicy(scales.shape[0], out_dim, tuple(hidden_sizes))
+    policy = policy_for_head(scales.shape[0], _SYNTHETIC_HEADS[kind](out_dim), tuple(hidden_sizes))
     theta = backend.to_numpy(policy.init_params(seed)) + 0.05 * rng.standard_normal(policy.num_params)
     obs = rng.uniform(-1.0, 1.0, (n, scales.shape[0])) * scales
     act, logp = policy.sample(theta, obs, rng)
     act, logp = backend.to_numpy(act), backend.to_numpy(logp)
     noise = 0.3 * rng.standard_normal(n)
-    if kind == "gaussian":
+    if kind == "gaussian":  # the cases' advantage signals (test data, one per kind)
         (mean, log_std), _ = policy._dist(theta, obs)
         adv = -np.sum(((act - mean) / np.exp(log_std)) ** 2, axis=1) + noise
     else:
@@ -306,7 +307,7 @@ def candidate_update(policy, theta, batch: Batch, config: TRPOConfig, *, bug: st
                 frac = cfg.backtrack_coeff ** j
                 th_j = th + frac * full                                  # θ_j = θ_old + α^j βx
                 th_eval = th_j
-                if bug == "log_std_not_in_tries" and policy.kind == "gaussian":
+                if bug == "log_std_not_in_tries":  # the head's own parameters (log σ) kept at θ_old
                     th_eval = np.concatenate([th_j[:n_mlp], th[n_mlp:]])
                 imp = objective(th_eval) - L_old
                 kl = kl_at(th_eval) if cfg.kl_bound_factor is not None else None

@@ -64,13 +64,13 @@ def kl_terms(policy, theta_old, theta, obs, reverse: bool) -> float:
     phi_old, _ = policy._dist(theta_old, obs)
     phi, _ = policy._dist(theta, obs)
     p, q = (phi, phi_old) if reverse else (phi_old, phi)
-    return float(np.mean(policy._kl_terms(p, q)))
+    return float(np.mean(policy.head.kl_terms(p, q)))
 
 
 def entropy_terms(policy, theta, obs) -> float:
     r"""Size of the terms of the mean entropy, from the policy's head (Gaussian: :math:`\sum_a |\log\sigma_a| + \tfrac12\log 2\pi e`)."""
     phi, _ = policy._dist(theta, obs)
-    return float(policy._entropy_terms(phi, obs.shape[0]))
+    return float(policy.head.entropy_terms(phi, obs.shape[0]))
 
 
 def _stopping_rule(config, rr: float, b_norm: float) -> bool:
@@ -140,10 +140,10 @@ def check_stagewise(trace: Trace, rtol: float | None = None, own: Trace | None =
                 terms = at.surrogate_terms(prep.adv, prep.logp_old)
                 if c_ent:
                     val += c_ent * float(at.entropy())
-                    terms += abs(c_ent) * float(policy._entropy_terms(at.phi, prep.obs.shape[0]))
+                    terms += abs(c_ent) * float(policy.head.entropy_terms(at.phi, prep.obs.shape[0]))
                 p_, q_ = (at.phi, at_old.phi) if prep.reverse else (at_old.phi, at.phi)
                 kl = prep.kl_scale * float(at.kl(at_old, reverse=prep.reverse))
-                evaluated[key] = (val, kl, prep.kl_scale * float(np.mean(policy._kl_terms(p_, q_))), terms)
+                evaluated[key] = (val, kl, prep.kl_scale * float(np.mean(policy.head.kl_terms(p_, q_))), terms)
         return evaluated[key]
 
     def objective(th):
