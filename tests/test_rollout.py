@@ -153,19 +153,27 @@ def test_state_dict__replay_continues_exactly(vectorization):
     b.close()
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("kind", ["gaussian", "categorical", "multicategorical", "bernoulli"])
 def test_host_sampler__same_actions_and_logp_as_policy_sample(kind):
+    # The rollout's sampler is the policy's own network (MLP.predictor, the arithmetic of MLP.forward) and its
+    # head's draw, so actions and log-probabilities are the same bits as policy.sample's from the same generator.
+    from trpo_ref.policy import BernoulliMLPPolicy, MultiCategoricalMLPPolicy
     from trpo_ref.rollout import HostSampler
 
-    pi = GaussianMLPPolicy(5, 3, (16, 8)) if kind == "gaussian" else CategoricalMLPPolicy(5, 4, (16,), activation="relu")
+    pi = {"gaussian": lambda: GaussianMLPPolicy(5, 3, (16, 8)),
+          "categorical": lambda: CategoricalMLPPolicy(5, 4, (16,), activation="relu"),
+          "multicategorical": lambda: MultiCategoricalMLPPolicy(5, [3, 2, 4], (16, 8)),
+          "bernoulli": lambda: BernoulliMLPPolicy(5, 4, (16,), activation="relu")}[kind]()
     theta = pi.init_params(7) * 20  # large weights: spread-out actions
     obs = np.random.default_rng(0).normal(size=(6, 5))
     fast = HostSampler(pi, theta)
     for det in (False, True):
         a1, l1 = fast(theta, obs, np.random.default_rng(3), deterministic=det)
         a2, l2 = pi.sample(theta, obs, np.random.default_rng(3), deterministic=det)
-        np.testing.assert_allclose(a1, a2, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(l1, l2, rtol=1e-10, atol=1e-10)  # same formula, other rounding order
+        assert a1.dtype == a2.dtype and a1.shape == pi.act_shape(6)
+        np.testing.assert_array_equal(a1, a2)
+        np.testing.assert_array_equal(l1, l2)
+    assert len(np.unique(fast.act(obs, np.random.default_rng(4)), axis=0)) > 1  # the draw is not constant
 
 
 gym.register("TrpoRefBoxEchoShort-v0", entry_point=_BoxEcho, max_episode_steps=7)

@@ -38,6 +38,7 @@ __all__ = [
     "host_rng",
     "resolve_dtype",
     "is_numpy",
+    "host_like",
 ]
 
 #: The dtype used when none is asked for.  float64 keeps finite-difference and
@@ -54,10 +55,23 @@ def namespace(*arrays: Any):
     path (the rollout asks once per env step, where the general look-up costs
     more than the policy's matrix products).
     """
-    arrs = [a for a in arrays if a is not None and not isinstance(a, (int, float, bool))]
-    if all(type(a) is np.ndarray for a in arrs):
+    for a in arrays:  # the common case first, without building a list
+        if type(a) is not np.ndarray and a is not None and not isinstance(a, (int, float, bool)):
+            break
+    else:
         return _xp_numpy
-    return array_namespace(*arrs)
+    return array_namespace(*[a for a in arrays if a is not None and not isinstance(a, (int, float, bool))])
+
+
+def host_like(x_host: np.ndarray, like: Any):
+    """Host data ``x_host`` on ``like``'s backend, device and dtype (:func:`from_numpy`).
+
+    A plain NumPy ``like`` takes a fast path (the rollout's per-step draw calls this
+    once per env step): no namespace or device look-up, no copy when the dtype matches.
+    """
+    if type(like) is np.ndarray:
+        return x_host if x_host.dtype == like.dtype else x_host.astype(like.dtype)
+    return from_numpy(x_host, namespace(like), device_of(like), like.dtype)
 
 
 def device_of(x: Any):

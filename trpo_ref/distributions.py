@@ -270,7 +270,7 @@ class DiagGaussian:
         """
         xp = backend.namespace(mean_na, log_std_a)
         eps = backend.host_rng(rng).standard_normal(tuple(mean_na.shape))
-        eps = backend.from_numpy(eps, xp, backend.device_of(mean_na), mean_na.dtype)
+        eps = backend.host_like(eps, mean_na)
         return mean_na + xp.exp(log_std_a) * eps
 
     @staticmethod
@@ -554,7 +554,7 @@ class Categorical:
         """
         xp = backend.namespace(logits_nk)
         g = backend.host_rng(rng).gumbel(size=tuple(logits_nk.shape))
-        g = backend.from_numpy(g, xp, backend.device_of(logits_nk), logits_nk.dtype)
+        g = backend.host_like(g, logits_nk)
         return xp.argmax(logits_nk + g, axis=1)
 
     @classmethod
@@ -1000,7 +1000,7 @@ class Bernoulli:
         """
         xp = backend.namespace(logits_nk)
         u = backend.host_rng(rng).random(size=tuple(logits_nk.shape))
-        u = backend.from_numpy(u, xp, backend.device_of(logits_nk), logits_nk.dtype)
+        u = backend.host_like(u, logits_nk)
         return xp.astype(u < cls.probs(logits_nk), xp.int64)
 
     @classmethod

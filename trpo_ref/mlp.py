@@ -240,24 +240,22 @@ class MLP:
             ``out = f(x_no)``, out of shape (N, sizes[-1]).
         """
         weights, biases = self._views(theta_p)
-        return lambda x_no: self._run(weights, biases, x_no, keep=False)[0]
+        xp = backend.namespace(theta_p)
+        return lambda x_no: self._run(weights, biases, x_no, keep=False, xp=xp)[0]
 
-    def _run(self, weights, biases, x_no, keep: bool):
+    def _run(self, weights, biases, x_no, keep: bool, xp=None):
         """The layers' arithmetic, shared by :meth:`forward` and :meth:`predictor`."""
-        xp = backend.namespace(weights[0], x_no)
+        xp = xp or backend.namespace(weights[0], x_no)
         tanh = self.activation == "tanh"
-        last = self.n_layers - 1
         inputs = [x_no]
         h = x_no
-        for l, (W, b) in enumerate(zip(weights, biases)):
+        for W, b in zip(weights[:-1], biases[:-1]):
             z = h @ W + b
-            if l < last:
-                h = xp.tanh(z) if tanh else xp.maximum(z, 0)
-                if keep:
-                    inputs.append(h)
-            else:
-                h = z
-        return h, (MLPCache(inputs, weights, biases) if keep else None)
+            h = xp.tanh(z) if tanh else xp.maximum(z, 0)
+            if keep:
+                inputs.append(h)
+        out = h @ weights[-1] + biases[-1]
+        return out, (MLPCache(inputs, weights, biases) if keep else None)
 
     def _act_deriv(self, cache: MLPCache, l: int):
         """act'(z_l) of hidden layer ``l``, written in terms of the layer's output
