@@ -16,14 +16,14 @@ The head owns everything that depends on the action distribution:
   block of the parameters beyond the network;
 - the size of the KL's and the entropy's terms (the oracle's rounding scale).
 
-======================  ========================  ===============  ===========================  ================
-head                    action space              output width     actions                      φ
-======================  ========================  ===============  ===========================  ================
-:class:`GaussianHead`   Box (1-D)                 act_dim          float (N, act_dim)           (μ, log σ)
-:class:`CategoricalHead`  Discrete                n_actions        integer (N,)                 logits
-:class:`MultiCategoricalHead`  MultiDiscrete (1-D)  Σ nvec         integer (N, len(nvec))       logits
-:class:`BernoulliHead`  MultiBinary (1-D)         n                integer (N, n) in {0, 1}     logits
-======================  ========================  ===============  ===========================  ================
+=================================  =====================  ============  ========================  ==========
+head                               action space           output width  actions                   φ
+=================================  =====================  ============  ========================  ==========
+:class:`GaussianHead`              Box (1-D)              act_dim       float (N, act_dim)        (μ, log σ)
+:class:`CategoricalHead`           Discrete               n_actions     integer (N,)              logits
+:class:`MultiCategoricalHead`      MultiDiscrete (1-D)    Σ nvec        integer (N, len(nvec))    logits
+:class:`BernoulliHead`             MultiBinary (1-D)      n             integer (N, n) in {0, 1}  logits
+=================================  =====================  ============  ========================  ==========
 
 Every derivative of the policy is the network's vjp (or jvp) of the head's
 derivative in φ; the Fisher-vector product is
@@ -263,14 +263,15 @@ class GaussianHead(Head):
         return 2 * v_extra
 
     def kl_terms(self, phi_p, phi_q):
-        """Per-sample size of the terms of KL(p‖q): Σ_a |log σ_p| + |log σ_q| + (σ_p² + Δμ²)/(2σ_q²) + ½."""
+        r"""Per-sample size of the terms of KL(p‖q):
+        :math:`\sum_a |\log\sigma_p| + |\log\sigma_q| + (\sigma_p^2 + \Delta\mu^2)/(2\sigma_q^2) + \tfrac12`."""
         xp = backend.namespace(phi_p[0])
         (mu_p, ls_p), (mu_q, ls_q) = phi_p, phi_q
         t = xp.abs(ls_p) + xp.abs(ls_q) + (xp.exp(2 * ls_p) + (mu_p - mu_q) ** 2) / (2 * xp.exp(2 * ls_q)) + 0.5
         return xp.sum(t, axis=-1)
 
     def entropy_terms(self, phi, n):
-        """Size of the terms of the mean entropy: Σ_a |log σ_a| + ½ log 2πe."""
+        r"""Size of the terms of the mean entropy: :math:`\sum_a |\log\sigma_a| + \tfrac12\log 2\pi e`."""
         xp = backend.namespace(phi[1])
         return xp.sum(xp.abs(phi[1])) + 0.5 * math.log(2 * math.pi * math.e) * phi[1].shape[0]
 
@@ -323,7 +324,7 @@ class _LogitsHead(Head):
         return xp.abs(xp.mean(self.entropy(phi, n)))
 
     def kl_terms(self, phi_p, phi_q):
-        """Per-sample size of the terms of KL(p‖q): Σ p (|log p| + |log q|) over every outcome."""
+        r"""Per-sample size of the terms of KL(p‖q): :math:`\sum p\,(|\log p| + |\log q|)` over every outcome."""
         xp = backend.namespace(phi_p)
         lp, lq = self._outcome_logs(phi_p), self._outcome_logs(phi_q)
         return xp.sum(xp.exp(lp) * (xp.abs(lp) + xp.abs(lq)), axis=-1)
