@@ -265,22 +265,24 @@ def policies(kinds=("gaussian", "categorical", "multicategorical", "bernoulli"),
     """
     from hypothesis import strategies as st
 
-    from .policy import BernoulliMLPPolicy, CategoricalMLPPolicy, GaussianMLPPolicy, MultiCategoricalMLPPolicy
+    from .heads import BernoulliHead, CategoricalHead, GaussianHead, MultiCategoricalHead
+    from .policy import policy_for_head
+
+    heads = {  # kind -> strategy of its head
+        "gaussian": st.builds(GaussianHead, st.integers(1, max_out_dim)),
+        "categorical": st.builds(CategoricalHead, st.integers(2, max(2, max_out_dim))),
+        "multicategorical": st.builds(MultiCategoricalHead,
+                                      st.lists(st.integers(2, max(2, max_out_dim)), min_size=1, max_size=3)),
+        "bernoulli": st.builds(BernoulliHead, st.integers(1, max_out_dim)),
+    }
 
     @st.composite
     def build(draw):
-        kind = draw(st.sampled_from(tuple(kinds)))
+        head = draw(st.sampled_from(tuple(kinds)).flatmap(heads.__getitem__))
         obs_dim = draw(st.integers(1, max_obs_dim))
         hidden = tuple(draw(st.lists(st.integers(1, max_width), min_size=0, max_size=max_layers)))
         act = draw(st.sampled_from(tuple(activations)))
-        if kind == "multicategorical":
-            nvec = draw(st.lists(st.integers(2, max(2, max_out_dim)), min_size=1, max_size=3))
-            policy = MultiCategoricalMLPPolicy(obs_dim, nvec, hidden, act)
-        else:
-            out_dim = draw(st.integers(2 if kind == "categorical" else 1, max_out_dim))
-            cls = {"gaussian": GaussianMLPPolicy, "categorical": CategoricalMLPPolicy,
-                   "bernoulli": BernoulliMLPPolicy}[kind]
-            policy = cls(obs_dim, out_dim, hidden, act)
+        policy = policy_for_head(obs_dim, head, hidden, act)
         seed = draw(st.integers(0, 2**32 - 1))
         rng = np.random.default_rng(seed)
         theta = np.asarray(policy.init_params(seed % 2**31)) + 0.3 * rng.standard_normal(policy.num_params)
