@@ -221,7 +221,9 @@ class MLP:
         cache : MLPCache
         """
         weights, biases = self._views(theta_p)
-        return self._run(weights, biases, x_no, keep=True)
+        out, inputs = self._run(list(zip(weights[:-1], biases[:-1])), weights[-1], biases[-1], x_no, True,
+                                backend.namespace(theta_p, x_no))
+        return out, MLPCache(inputs, weights, biases)
 
     def predictor(self, theta_p):
         r"""``x -> out``: :meth:`forward` at a fixed θ without the cache, θ split into layers once.
@@ -240,22 +242,22 @@ class MLP:
             ``out = f(x_no)``, out of shape (N, sizes[-1]).
         """
         weights, biases = self._views(theta_p)
-        xp = backend.namespace(theta_p)
-        return lambda x_no: self._run(weights, biases, x_no, keep=False, xp=xp)[0]
+        hidden, W_out, b_out = list(zip(weights[:-1], biases[:-1])), weights[-1], biases[-1]
+        xp, run = backend.namespace(theta_p), self._run
+        return lambda x_no: run(hidden, W_out, b_out, x_no, False, xp)[0]
 
-    def _run(self, weights, biases, x_no, keep: bool, xp=None):
-        """The layers' arithmetic, shared by :meth:`forward` and :meth:`predictor`."""
-        xp = xp or backend.namespace(weights[0], x_no)
+    def _run(self, hidden, W_out, b_out, x_no, keep: bool, xp):
+        """The layers' arithmetic, shared by :meth:`forward` and :meth:`predictor`: ``(out, inputs)``,
+        the inputs of every layer kept when ``keep``."""
         tanh = self.activation == "tanh"
-        inputs = [x_no]
+        inputs = [x_no] if keep else None
         h = x_no
-        for W, b in zip(weights[:-1], biases[:-1]):
+        for W, b in hidden:
             z = h @ W + b
             h = xp.tanh(z) if tanh else xp.maximum(z, 0)
             if keep:
                 inputs.append(h)
-        out = h @ weights[-1] + biases[-1]
-        return out, (MLPCache(inputs, weights, biases) if keep else None)
+        return h @ W_out + b_out, inputs
 
     def _act_deriv(self, cache: MLPCache, l: int):
         """act'(z_l) of hidden layer ``l``, written in terms of the layer's output

@@ -200,8 +200,9 @@ class HostSampler:
         deterministic : bool
             The head's mode.
         """
-        phi = self.phi(obs_eo)
-        return self.head.mode(phi) if deterministic else self.head.sample(phi, rng)
+        head = self.head
+        phi = head.phi(self.net(obs_eo), self.extra)
+        return head.mode(phi) if deterministic else head.sample(phi, rng)
 
     def log_prob(self, obs_no, act):
         r"""log π(a_n | s_n), (N,): the head's log-probability."""
