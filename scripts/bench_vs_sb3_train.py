@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 r"""Training throughput and time to solve against SB3-contrib's TRPO (issues 4 and 14), side by side.
 
-Three measurements, one BLAS thread for both libraries (the variables below are
+Four measurements, one BLAS thread for both libraries (the variables below are
 set before NumPy and torch load; torch also gets ``set_num_threads(1)``), the
 contenders interleaved repetition by repetition so that load from other
 processes hits both:
@@ -24,7 +24,14 @@ processes hits both:
    work), and the rest of ``train()`` (setup, logging, checkpoints) as the
    difference; SB3's rollout (``collect_rollouts``, between its callback's
    rollout start and end) and the rest (``train()``, logging).
-3. **Wall-clock to solve CartPole-v1**: trpo_ref with its defaults
+3. **Per-env-step budget of** ``--budget-env`` (Hopper-v5; :func:`hopper_budget`), ``--budget-reps``
+   repetitions in one process, each running one after another: MuJoCo's ``mj_step`` × frame_skip alone
+   (the physics floor), the bare env's ``step`` (and its resets), one trpo_ref ``Trainer.step`` and one
+   SB3-contrib iteration (``collect_rollouts`` + ``train()``), trpo_ref and SB3 swapping order each
+   repetition.  SB3's iteration divided by each floor, rep by rep, is the ratio to SB3 that no
+   implementation stepping the same env on one core could exceed.  Needs mujoco; ``--no-budget`` leaves
+   it out.
+4. **Wall-clock to solve CartPole-v1**: trpo_ref with its defaults
    (``trpo-ref train CartPole-v1``) against SB3-contrib ``TRPO("MlpPolicy",
    env)`` with its defaults, ``--solve-seeds`` seeds.  Solved = the mean return
    of the last 20 finished episodes reaches 475; the clock starts when training
@@ -38,15 +45,15 @@ says so in the output.  Every table names the machine and the BLAS kernels
 loaded (threadpoolctl).
 
 Writes the Markdown between ``<!-- train:begin -->`` and ``<!-- train:end -->``
-of ``--md`` (docs/performance.md).  ``--quick`` (seconds: CartPole-v1 only,
-one tiny repetition, no solve) writes to a new temporary directory and never
-into docs/.
+of ``--md`` (docs/performance.md).  ``--quick`` (seconds: CartPole-v1's
+throughput only, one tiny repetition, no solve) writes to a new temporary directory and never
+into docs/ (its budget: 2 repetitions of 2 × 32 steps, when mujoco is installed).
 
 Usage::
 
-    python scripts/bench_vs_sb3_train.py                       # 10-25 min on the shared 2-core machine
+    python scripts/bench_vs_sb3_train.py                       # 7-25 min on the shared 2-core machine
     python scripts/bench_vs_sb3_train.py --reps 3 --solve-seeds 2
-    python scripts/bench_vs_sb3_train.py --quick                # smoke run (tests/test_perf_smoke.py)
+    python scripts/bench_vs_sb3_train.py --quick                # smoke run (tests/test_bench_train_smoke.py)
 """
 
 from __future__ import annotations
