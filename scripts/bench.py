@@ -388,9 +388,9 @@ def bench_policy(batch_size: int, dtype: str, reps: int = 20, warmup: int = 2, w
         ours = np.asarray(fisher(v)) - DAMPING * v
         theirs = (model.from_sb3(hvp(v_t)) - DAMPING * v) * ACT_DIM
         out["sb3_fvp_rel_diff"] = float(np.linalg.norm(ours - theirs) / np.linalg.norm(ours))
-    out.update(interleaved(fvp_group, reps, warmup))
-    out.update(interleaved(setup_group, reps, warmup))
-    out.update(interleaved(cg_group, reps, warmup))
+    out.update(interleaved(fvp_group, reps, warmup, keep_times=True))
+    out.update(interleaved(setup_group, reps, warmup, keep_times=True))
+    out.update(interleaved(cg_group, reps, warmup, keep_times=True))
 
     # 2. one whole policy update (SB3-contrib preset: 15 CG iterations, 0.8 x 10 line search)
     step_group = {"trpo_step": lambda: trpo_step(pi, theta, batch, config)}
@@ -402,9 +402,9 @@ def bench_policy(batch_size: int, dtype: str, reps: int = 20, warmup: int = 2, w
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # n_critic_updates=0: mean of no value losses
             step_group["sb3_policy_step"] = (load_theta, model.train)
-            out.update(interleaved(step_group, reps, warmup))
+            out.update(interleaved(step_group, reps, warmup, keep_times=True))
     else:
-        out.update(interleaved(step_group, reps, warmup))
+        out.update(interleaved(step_group, reps, warmup, keep_times=True))
 
     # 3. one critic fit: SB3 defaults (10 epochs of Adam, minibatch 128, lr 1e-3)
     vf = ValueFunction(OBS_DIM, HIDDEN)
@@ -425,7 +425,7 @@ def bench_policy(batch_size: int, dtype: str, reps: int = 20, warmup: int = 2, w
                     critic_model.policy.optimizer.step()
 
         critic_group["sb3_critic_fit"] = sb3_critic
-    out.update(interleaved(critic_group, max(5, reps // 4), 1))
+    out.update(interleaved(critic_group, max(5, reps // 4), 1, keep_times=True))
     if sb3:
         _sb3_keep_float64(False)
     return out
@@ -749,15 +749,34 @@ def machine_short(m: dict) -> str:
 
 
 # ------------------------------------------------------------------- report
+_RATIOS = {"fvp_over_floor": ("fvp", "matmul_floor"), "sb3_fvp_over_fvp": ("sb3_fvp", "fvp"),
+           "sb3_setup_over_setup": ("sb3_fisher_setup", "fisher_setup"), "sb3_cg15_over_cg15": ("sb3_cg15", "cg15"),
+           "sb3_step_over_step": ("sb3_policy_step", "trpo_step"),
+           "sb3_critic_over_critic": ("sb3_critic_fit", "critic_fit")}
+
+
 def ratios(row: dict) -> dict:
-    """Speed-up ratios of one policy row (>1: trpo_ref is faster)."""
-    r = {"fvp_over_floor": row["fvp"]["median_s"] / row["matmul_floor"]["median_s"]}
-    if "sb3_fvp" in row:
-        r["sb3_fvp_over_fvp"] = row["sb3_fvp"]["median_s"] / row["fvp"]["median_s"]
-        r["sb3_setup_over_setup"] = row["sb3_fisher_setup"]["median_s"] / row["fisher_setup"]["median_s"]
-        r["sb3_cg15_over_cg15"] = row["sb3_cg15"]["median_s"] / row["cg15"]["median_s"]
-        r["sb3_step_over_step"] = row["sb3_policy_step"]["median_s"] / row["trpo_step"]["median_s"]
-        r["sb3_critic_over_critic"] = row["sb3_critic_fit"]["median_s"] / row["critic_fit"]["median_s"]
+    """Speed-up ratios of one policy row (>1: trpo_ref is faster).
+
+    Where the row kept every repetition's time (``times_s``: the two sides of a ratio ran in one
+    interleaved group), the ratio is the median of the rep-by-rep ratios and its spread
+    (:func:`ratio_stats`) goes into ``row["ratio_spread"]``; the per-rep times are then dropped from the
+    row.  Otherwise the ratio of the medians.
+    """
+    r, spread = {}, {}
+    for name, (num, den) in _RATIOS.items():
+        if num not in row or den not in row:
+            continue
+        if "times_s" in row[num] and "times_s" in row[den]:
+            spread[name] = ratio_stats(row[num]["times_s"], row[den]["times_s"])
+            r[name] = spread[name]["median"]
+        else:
+            r[name] = row[num]["median_s"] / row[den]["median_s"]
+    if spread:
+        row["ratio_spread"] = spread
+    for v in row.values():
+        if isinstance(v, dict):
+            v.pop("times_s", None)
     return r
 
 
@@ -765,11 +784,12 @@ def _ms(row, key):
     return f"{1e3 * row[key]['median_s']:.2f}" if key in row else "–"
 
 
-def _x(v, target=None):
+def _x(v, target=None, spread=None):
     if v is None:
         return "–"
     mark = "" if target is None else (" ✅" if v >= target else " ❌")
-    return f"{v:.2f}×{mark}"
+    iqr = f" ({spread['p25']:.2f}–{spread['p75']:.2f})" if spread else ""
+    return f"{v:.2f}×{iqr}{mark}"
 
 
 def render_markdown(result: dict) -> str:
@@ -790,20 +810,28 @@ def render_markdown(result: dict) -> str:
         lines.append(f"| {row['batch']} | {row['dtype']} | " + " | ".join(_ms(row, k) for k in (
             "fvp", "matmul_floor", "sb3_fvp", "fisher_setup", "sb3_fisher_setup", "cg10", "cg15", "sb3_cg15",
             "trpo_step", "sb3_policy_step", "critic_fit", "sb3_critic_fit")) + " |")
-    lines += ["", "### Ratios (same run; targets marked)", "", machine_short(m), "",
+    lines += ["", "### Ratios (same run; rep by rep, median (25th–75th percentile); targets marked)", "", machine_short(m), "",
               "| batch | dtype | SB3 FVP / FVP (≥ 3) | FVP / floor (≤ 1.5 at 16384) | SB3 step / trpo_step (≥ 3) "
               "| SB3 setup / setup | SB3 CG15 / CG15 | SB3 critic / critic | FVP GFLOP/s | SB3 vs ours FVP rel. diff |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["policy"]:
-        r = row["ratios"]
+        r, sp = row["ratios"], row.get("ratio_spread", {})
         floor = r["fvp_over_floor"]
-        floor_s = f"{floor:.2f}×" + ((" ✅" if floor <= 1.5 else " ❌") if row["batch"] >= 16384 else "")
+        floor_s = _x(floor, spread=sp.get("fvp_over_floor")) + (
+            (" ✅" if floor <= 1.5 else " ❌") if row["batch"] >= 16384 else "")
         gflops = row["fvp_flops"] / row["fvp"]["median_s"] / 1e9
-        lines.append(f"| {row['batch']} | {row['dtype']} | {_x(r.get('sb3_fvp_over_fvp'), 3)} | {floor_s} | "
-                     f"{_x(r.get('sb3_step_over_step'), 3)} | {_x(r.get('sb3_setup_over_setup'))} | "
-                     f"{_x(r.get('sb3_cg15_over_cg15'))} | {_x(r.get('sb3_critic_over_critic'))} | {gflops:.1f} | "
-                     f"{row.get('sb3_fvp_rel_diff', float('nan')):.1e} |")
-    lines += ["", f"The FVP does {result['policy'][0]['fvp_matmuls']} matrix products "
+        lines.append(f"| {row['batch']} | {row['dtype']} | "
+                     f"{_x(r.get('sb3_fvp_over_fvp'), 3, sp.get('sb3_fvp_over_fvp'))} | {floor_s} | "
+                     f"{_x(r.get('sb3_step_over_step'), 3, sp.get('sb3_step_over_step'))} | "
+                     f"{_x(r.get('sb3_setup_over_setup'), spread=sp.get('sb3_setup_over_setup'))} | "
+                     f"{_x(r.get('sb3_cg15_over_cg15'), spread=sp.get('sb3_cg15_over_cg15'))} | "
+                     f"{_x(r.get('sb3_critic_over_critic'), spread=sp.get('sb3_critic_over_critic'))} | "
+                     f"{gflops:.1f} | {row.get('sb3_fvp_rel_diff', float('nan')):.1e} |")
+    lines += ["", "Each ratio is taken within one repetition of an interleaved group (both sides timed one after "
+              "the other), then the median and quartiles over the repetitions (the critic fits: "
+              f"{result['policy'][0].get('critic_fit', {}).get('reps', '?')} repetitions); the median of the ratios is not the ratio of the "
+              "medians in the table above.",
+              "", f"The FVP does {result['policy'][0]['fvp_matmuls']} matrix products "
               f"({result['policy'][0]['fvp_flops'] / result['policy'][0]['batch'] / 1e3:.1f} kFLOP per sample); "
               "the floor does exactly those, bare. trpo_step uses the `sb3-contrib` preset "
               "(15 CG iterations, x₀ random, 0.8 × 10 line search, KL(new‖old) averaged over action dimensions); "

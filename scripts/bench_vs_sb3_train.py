@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 r"""Training throughput and time to solve against SB3-contrib's TRPO (issues 4 and 14), side by side.
 
-Three measurements, one BLAS thread for both libraries (the variables below are
+Four measurements, one BLAS thread for both libraries (the variables below are
 set before NumPy and torch load; torch also gets ``set_num_threads(1)``), the
 contenders interleaved repetition by repetition so that load from other
 processes hits both:
@@ -24,7 +24,14 @@ processes hits both:
    work), and the rest of ``train()`` (setup, logging, checkpoints) as the
    difference; SB3's rollout (``collect_rollouts``, between its callback's
    rollout start and end) and the rest (``train()``, logging).
-3. **Wall-clock to solve CartPole-v1**: trpo_ref with its defaults
+3. **Per-env-step budget of** ``--budget-env`` (Hopper-v5; :func:`hopper_budget`), ``--budget-reps``
+   repetitions in one process, each running one after another: MuJoCo's ``mj_step`` × frame_skip alone
+   (the physics floor), the bare env's ``step`` (and its resets), one trpo_ref ``Trainer.step`` and one
+   SB3-contrib iteration (``collect_rollouts`` + ``train()``), trpo_ref and SB3 swapping order each
+   repetition.  SB3's iteration divided by each floor, rep by rep, is the ratio to SB3 that no
+   implementation stepping the same env on one core could exceed.  Needs mujoco; ``--no-budget`` leaves
+   it out.
+4. **Wall-clock to solve CartPole-v1**: trpo_ref with its defaults
    (``trpo-ref train CartPole-v1``) against SB3-contrib ``TRPO("MlpPolicy",
    env)`` with its defaults, ``--solve-seeds`` seeds.  Solved = the mean return
    of the last 20 finished episodes reaches 475; the clock starts when training
@@ -38,15 +45,15 @@ says so in the output.  Every table names the machine and the BLAS kernels
 loaded (threadpoolctl).
 
 Writes the Markdown between ``<!-- train:begin -->`` and ``<!-- train:end -->``
-of ``--md`` (docs/performance.md).  ``--quick`` (seconds: CartPole-v1 only,
-one tiny repetition, no solve) writes to a new temporary directory and never
-into docs/.
+of ``--md`` (docs/performance.md).  ``--quick`` (seconds: CartPole-v1's
+throughput only, one tiny repetition, no solve) writes to a new temporary directory and never
+into docs/ (its budget: 2 repetitions of 2 × 32 steps, when mujoco is installed).
 
 Usage::
 
-    python scripts/bench_vs_sb3_train.py                       # 10-25 min on the shared 2-core machine
+    python scripts/bench_vs_sb3_train.py                       # 7-25 min on the shared 2-core machine
     python scripts/bench_vs_sb3_train.py --reps 3 --solve-seeds 2
-    python scripts/bench_vs_sb3_train.py --quick                # smoke run (tests/test_perf_smoke.py)
+    python scripts/bench_vs_sb3_train.py --quick                # smoke run (tests/test_bench_train_smoke.py)
 """
 
 from __future__ import annotations
@@ -150,6 +157,28 @@ def ours_train(cfg, tc, out: Path) -> dict:
             "solved_steps": solved_steps, "solved_wall": solved_wall}
 
 
+# ------------------------------------------------------------------ SB3's model
+def sb3_model(cfg, tc, seed: int):
+    """SB3-contrib's ``TRPO`` with trpo_ref's settings: ``cfg.n_envs`` envs (``make_vec_env``), VecNormalize
+    with the same clips where trpo_ref normalises, the same rollout length, critic schedule, CG and line search."""
+    from sb3_contrib import TRPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    venv = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed)
+    if cfg.normalize_obs or cfg.normalize_reward:
+        venv = VecNormalize(venv, norm_obs=cfg.normalize_obs, norm_reward=cfg.normalize_reward,
+                            clip_obs=cfg.obs_clip, clip_reward=cfg.reward_clip, gamma=cfg.gamma)
+    return TRPO("MlpPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.critic_batch_size,
+                n_critic_updates=cfg.critic_epochs, learning_rate=cfg.critic_lr, gamma=cfg.gamma,
+                gae_lambda=cfg.gae_lambda, cg_max_steps=tc.cg_iters, cg_damping=tc.cg_damping,
+                target_kl=tc.max_kl, line_search_shrinking_factor=tc.backtrack_coeff,
+                line_search_max_iter=tc.backtrack_iters,
+                policy_kwargs=dict(net_arch=dict(pi=list(cfg.hidden_sizes), vf=list(cfg.vf_hidden_sizes)),
+                                   log_std_init=cfg.log_std_init),
+                seed=seed, device="cpu")
+
+
 def paired_iterations(cfg, tc, seed: int, run_dir: Path) -> dict:
     """One trpo_ref iteration before each SB3-contrib iteration, in one process: per-iteration seconds of each.
 
@@ -163,10 +192,7 @@ def paired_iterations(cfg, tc, seed: int, run_dir: Path) -> dict:
     goes on a shared machine hits both sides of each pair alike.
     """
     import torch
-    from sb3_contrib import TRPO
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
     from threadpoolctl import threadpool_limits
 
     from trpo_ref import rundir
@@ -210,18 +236,7 @@ def paired_iterations(cfg, tc, seed: int, run_dir: Path) -> dict:
         def _on_step(self):
             return True
 
-    venv = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed)
-    if cfg.normalize_obs or cfg.normalize_reward:
-        venv = VecNormalize(venv, norm_obs=cfg.normalize_obs, norm_reward=cfg.normalize_reward,
-                            clip_obs=cfg.obs_clip, clip_reward=cfg.reward_clip, gamma=cfg.gamma)
-    model = TRPO("MlpPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.critic_batch_size,
-                 n_critic_updates=cfg.critic_epochs, learning_rate=cfg.critic_lr, gamma=cfg.gamma,
-                 gae_lambda=cfg.gae_lambda, cg_max_steps=tc.cg_iters, cg_damping=tc.cg_damping,
-                 target_kl=tc.max_kl, line_search_shrinking_factor=tc.backtrack_coeff,
-                 line_search_max_iter=tc.backtrack_iters,
-                 policy_kwargs=dict(net_arch=dict(pi=list(cfg.hidden_sizes), vf=list(cfg.vf_hidden_sizes)),
-                                    log_std_init=cfg.log_std_init),
-                 seed=seed, device="cpu")
+    model = sb3_model(cfg, tc, seed)
     with threadpool_limits(limits=1, user_api="blas"):
         model.learn(total_timesteps=n_iter * cfg.steps_per_iteration, callback=Pair())
     t_end = time.perf_counter()
@@ -272,8 +287,6 @@ def sb3_run(cfg, tc, seed: int, stop_when_solved: bool = False, defaults: bool =
     """SB3-contrib's TRPO with trpo_ref's settings (``defaults``: its own defaults), timed from env creation."""
     import torch
     from sb3_contrib import TRPO
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -282,18 +295,7 @@ def sb3_run(cfg, tc, seed: int, stop_when_solved: bool = False, defaults: bool =
 
         model = TRPO("MlpPolicy", gym.make(cfg.env_id), seed=seed, device="cpu")
     else:
-        venv = make_vec_env(cfg.env_id, n_envs=cfg.n_envs, seed=seed)
-        if cfg.normalize_obs or cfg.normalize_reward:
-            venv = VecNormalize(venv, norm_obs=cfg.normalize_obs, norm_reward=cfg.normalize_reward,
-                                clip_obs=cfg.obs_clip, clip_reward=cfg.reward_clip, gamma=cfg.gamma)
-        model = TRPO("MlpPolicy", venv, n_steps=cfg.n_steps, batch_size=cfg.critic_batch_size,
-                     n_critic_updates=cfg.critic_epochs, learning_rate=cfg.critic_lr, gamma=cfg.gamma,
-                     gae_lambda=cfg.gae_lambda, cg_max_steps=tc.cg_iters, cg_damping=tc.cg_damping,
-                     target_kl=tc.max_kl, line_search_shrinking_factor=tc.backtrack_coeff,
-                     line_search_max_iter=tc.backtrack_iters,
-                     policy_kwargs=dict(net_arch=dict(pi=list(cfg.hidden_sizes), vf=list(cfg.vf_hidden_sizes)),
-                                        log_std_init=cfg.log_std_init),
-                     seed=seed, device="cpu")
+        model = sb3_model(cfg, tc, seed)
     cb = _Clock(stop_when_solved)
     model.learn(total_timesteps=cfg.total_steps, callback=cb)
     wall = time.perf_counter() - t0
@@ -355,6 +357,156 @@ def env_step_costs(n_envs_list=(1, 8, 64), steps: int = 2000, reps: int = 5) -> 
     return rows
 
 
+# ------------------------------------------------------------- Hopper's per-step budget
+def hopper_budget(env_id: str, reps: int, n_steps: int | None = None, seed: int = 0) -> dict:
+    r"""Per env step (µs), interleaved rep by rep: the physics floor, the bare env, each library's rollout and iteration.
+
+    Each repetition runs, one after another, on ``cfg.steps_per_iteration`` env steps:
+
+    (a) *physics floor*: ``mujoco.mj_step(model, data, nstep=frame_skip)`` alone, on the unwrapped env's
+        model and data, driven by actions :math:`\mathrm{clip}(\mathcal N(0, I), -1, 1)` (what a fresh
+        Gaussian policy with log σ = 0 draws); only the ``mj_step`` call is timed, the env is reset
+        (untimed) when it becomes unhealthy, so the states are those of early training;
+    (b) *bare env step*: ``env.unwrapped.step(action)`` (``do_simulation``, ``mj_rnePostConstraint``,
+        observation, reward, health), same actions, reset untimed; and the resets, timed apart,
+        spread over the steps (column "bare step + resets");
+    (c, e) trpo_ref: one ``Trainer.step`` (the table's settings): its rollout stage
+        (``VectorRollout.collect``, the normaliser updates) and the whole step;
+    (d, e) SB3-contrib: ``collect_rollouts`` and then ``train()`` (``learn``'s loop body without
+        ``dump_logs``) on a model built by :func:`sb3_model`.
+
+    trpo_ref and SB3 swap order every repetition.  The first repetition is warm-up and left out
+    (unless there is only one).  Returns the per-step µs of each quantity per repetition.
+    """
+    import gymnasium as gym
+    import mujoco
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from trpo_ref.train import Trainer
+
+    torch.set_num_threads(1)
+    cfg, tc = ours_configs(env_id, seed, reps, n_steps)
+    S = cfg.steps_per_iteration
+    env = gym.make(env_id)
+    u = env.unwrapped
+    frame_skip = int(u.frame_skip)
+    act_rng = np.random.default_rng([seed, 7])
+    lo, hi = env.action_space.low, env.action_space.high
+
+    def physics() -> float:
+        env.reset(seed=int(act_rng.integers(2**31)))
+        m, d, dt = u.model, u.data, 0.0
+        for _ in range(S):
+            d.ctrl[:] = np.clip(act_rng.standard_normal(lo.shape), lo, hi)
+            t0 = time.perf_counter()
+            mujoco.mj_step(m, d, nstep=frame_skip)
+            dt += time.perf_counter() - t0
+            if not u.is_healthy:
+                env.reset(seed=int(act_rng.integers(2**31)))
+        return dt
+
+    def bare() -> tuple[float, float]:
+        env.reset(seed=int(act_rng.integers(2**31)))
+        step, t_step, t_reset = u.step, 0.0, 0.0
+        for _ in range(S):
+            a = np.clip(act_rng.standard_normal(lo.shape), lo, hi)
+            t0 = time.perf_counter()
+            _, _, term, _, _ = step(a)
+            t1 = time.perf_counter()
+            t_step += t1 - t0
+            if term:
+                env.reset(seed=int(act_rng.integers(2**31)))
+                t_reset += time.perf_counter() - t1
+        return t_step, t_reset
+
+    trainer = Trainer(cfg, tc)
+    model = sb3_model(cfg, tc, seed)
+    model._setup_learn(total_timesteps=(reps + 1) * S, callback=None)  # what learn() does before its loop
+    callback = model._init_callback(None)
+    callback.on_training_start(locals(), globals())
+
+    def ours() -> tuple[float, float]:
+        rec = trainer.step()
+        return rec.seconds["rollout"], sum(rec.seconds.values())
+
+    def sb3() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=model.n_steps)
+        t1 = time.perf_counter()
+        model.train()
+        return t1 - t0, time.perf_counter() - t0
+
+    keys = ("physics", "bare", "bare_resets", "ours_rollout", "ours_iter", "sb3_rollout", "sb3_iter")
+    out = {k: [] for k in keys}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for rep in range(reps):
+            ph = physics()
+            b_step, b_reset = bare()
+            if rep % 2 == 0:
+                o, s3 = ours(), sb3()
+            else:
+                s3, o = sb3(), ours()
+            if rep == 0 and reps > 1:
+                continue
+            for k, v in zip(keys, (ph, b_step, b_step + b_reset, *o, *s3)):
+                out[k].append(v / S * 1e6)
+    trainer.close()
+    model.env.close()
+    env.close()
+    return {"per_step_us": out, "frame_skip": frame_skip, "steps": S, "n_envs": cfg.n_envs,
+            "n_steps": cfg.n_steps, "pairs": len(out["physics"])}
+
+
+def budget_lines(env_id: str, b: dict) -> list[str]:
+    """The per-env-step budget table and the ceilings derived from it (rep by rep: SB3's iteration ÷ each floor)."""
+    us = {k: np.asarray(v) for k, v in b["per_step_us"].items()}
+
+    def cell(k):
+        return med(us[k])
+
+    rows = [
+        ("(a) physics floor: `mujoco.mj_step` × frame_skip "
+         f"({b['frame_skip']}) per env step", "physics"),
+        ("(b) bare env step: `env.unwrapped.step` (no wrappers, no resets)", "bare"),
+        ("(b′) bare env step + its resets, spread over the steps", "bare_resets"),
+        ("(c) trpo_ref rollout (`Trainer.step`'s rollout stage: `VectorRollout.collect`)", "ours_rollout"),
+        ("(d) SB3-contrib `collect_rollouts`", "sb3_rollout"),
+        ("(e) trpo_ref whole iteration (`Trainer.step`)", "ours_iter"),
+        ("(e) SB3-contrib whole iteration (`collect_rollouts` + `train()`)", "sb3_iter"),
+    ]
+    share = lambda a, b_: med(100 * us[a] / us[b_])  # noqa: E731
+    lines = [
+        f"### {env_id} per-env-step budget (µs per env step, median (min–max) over {b['pairs']} interleaved "
+        "repetitions)",
+        "",
+        f"Each repetition: (a), (b), then one trpo_ref iteration and one SB3-contrib iteration (their order "
+        f"swapped every repetition), each on {b['steps']} env steps ({b['n_envs']} envs × {b['n_steps']}); "
+        "the first repetition left out as warm-up. (a) and (b) are driven by clip(N(0, I), −1, 1) actions "
+        "(a fresh policy's), reset when the hopper falls, the reset outside the clock. "
+        "`scripts/bench_vs_sb3_train.py` `hopper_budget`.",
+        "",
+        "| quantity | µs per env step |",
+        "|---|---|",
+        *[f"| {name} | {cell(k)} |" for name, k in rows],
+        "",
+        "| derived (rep by rep) | median (min–max) |",
+        "|---|---|",
+        f"| physics floor as a share of trpo_ref's rollout | {share('physics', 'ours_rollout')} % |",
+        f"| bare env step + resets as a share of trpo_ref's rollout | {share('bare_resets', 'ours_rollout')} % |",
+        f"| trpo_ref's rollout as a share of its iteration | {share('ours_rollout', 'ours_iter')} % |",
+        f"| SB3 / trpo_ref whole iteration (this table's pairs) | {ratio_cell(us['sb3_iter'] / us['ours_iter'], 5.0)} |",
+        f"| **ceiling**: SB3 whole iteration ÷ physics floor | {med(us['sb3_iter'] / us['physics'])}× |",
+        f"| **ceiling**: SB3 whole iteration ÷ bare env step | {med(us['sb3_iter'] / us['bare'])}× |",
+        f"| **ceiling**: SB3 whole iteration ÷ (bare env step + resets) | {med(us['sb3_iter'] / us['bare_resets'])}× |",
+        "",
+        "A ceiling is the SB3 / ours ratio an implementation would reach if its whole iteration cost only that "
+        "floor per env step (nothing for the policy, the update, the critic): no implementation stepping the "
+        "same env on one core can exceed it.",
+    ]
+    return lines
+
+
 # ----------------------------------------------------------------------- helpers
 def med(xs) -> str:
     xs = np.asarray(xs, dtype=float)
@@ -383,13 +535,17 @@ def main() -> int:
     ap.add_argument("--solve-seeds", type=int, default=3)
     ap.add_argument("--solve-budget", type=int, default=100_000, help="steps at most when timing the solve")
     ap.add_argument("--no-env-steps", action="store_true", help="leave out the CartPole stepping-alone table")
+    ap.add_argument("--budget-env", default="Hopper-v5", help="env of the per-env-step budget table (MuJoCo)")
+    ap.add_argument("--budget-reps", type=int, default=9, help="repetitions of the budget (the first is warm-up)")
+    ap.add_argument("--no-budget", action="store_true", help="leave out the per-env-step budget table")
     ap.add_argument("--md", default=None, help="Markdown file to write (default docs/performance.md)")
     ap.add_argument("--quick", action="store_true",
                     help="seconds: CartPole-v1, 1 rep, 2 iterations of 256 steps, no solve; a temporary directory")
     args = ap.parse_args()
-    n_steps = None
+    n_steps, budget_steps = None, None
     if args.quick:
         args.envs, args.reps, args.iters, args.solve_seeds, n_steps = ["CartPole-v1"], 1, 2, 0, 256
+        args.budget_reps, budget_steps = 2, 32
         md = Path(tempfile.mkdtemp(prefix="bench_train_")) / "performance.md"
         if args.md is not None:
             print("--quick ignores --md: it writes to a temporary directory, never into docs/", file=sys.stderr)
@@ -431,6 +587,16 @@ def main() -> int:
                               f"{s_ms - r_ms:.1f} ({100 * (s_ms - r_ms) / s_ms:.0f} %): policy step, critic "
                               f"epochs, logging | — | — | — | {s_ms:.1f} |")
 
+        budget = []
+        if not args.no_budget:
+            import importlib.util
+
+            if importlib.util.find_spec("mujoco") is None:
+                print("no per-env-step budget: mujoco is not installed (the `mujoco` extra)", flush=True)
+            else:
+                b = hopper_budget(args.budget_env, args.budget_reps, budget_steps)
+                budget = budget_lines(args.budget_env, b)
+                print("\n".join(budget), flush=True)
         env_rows = [] if args.no_env_steps else env_step_costs((1, 8) if args.quick else (1, 8, 64),
                                                                steps=200 if args.quick else 2000)
         from trpo_ref.train import build_configs
@@ -447,7 +613,8 @@ def main() -> int:
 
     cmd = "python scripts/bench_vs_sb3_train.py" + (" --quick" if args.quick else
                                                     f" --reps {args.reps} --iters {args.iters} "
-                                                    f"--solve-seeds {args.solve_seeds}")
+                                                    f"--solve-seeds {args.solve_seeds}"
+                                                    f"{' --no-budget' if args.no_budget else f' --budget-reps {args.budget_reps}'}")
     lines = [
         f"Run of {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC (`{cmd}`) on {machine}",
         f"Throughput: {args.reps} runs of {args.iters} iterations per env, one trpo_ref iteration before each "
@@ -476,6 +643,8 @@ def main() -> int:
         "trpo_ref's stages are `Iteration.seconds`. SB3's rollout is `collect_rollouts` (callback clock); the "
         "rest is its `train()` (policy step and critic epochs) and logging.",
     ]
+    if budget:
+        lines += ["", *budget]
     if env_rows:
         lines += [
             "",

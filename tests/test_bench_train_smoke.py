@@ -4,6 +4,7 @@ leaves docs/ alone (issue 14: a quick run writes to a temporary directory).  It 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import subprocess
@@ -35,3 +36,5 @@ def test_bench_vs_sb3_train__quick_writes_a_temporary_file_never_docs():
     text = written.read_text()
     assert "<!-- train:begin -->" in text and "| CartPole-v1 |" in text
     assert "BLAS: " in text and "lifted for this process: OPENBLAS_CORETYPE=Haswell" in text
+    if importlib.util.find_spec("mujoco") is not None:  # the Hopper-v5 per-env-step budget, tiny
+        assert "### Hopper-v5 per-env-step budget" in text and "**ceiling**: SB3 whole iteration" in text
