@@ -136,3 +136,14 @@ def test_mlp_policy__refuses_something_that_is_not_a_head():
         MLPPolicy(3, "gaussian")
     with pytest.raises(ValueError, match="unknown policy kind 'beta'"):
         head_from_spec({"kind": "beta", "out_dim": 2})
+
+
+@pytest.mark.parametrize("kind", sorted(HEADS))
+def test_head__sampler_at_fixed_extra_is_sample_bit_for_bit(kind):
+    # The rollout's per-step draw (σ computed once for the Gaussian) is the head's sample, bit for bit.
+    head, p, _, _, _ = _cases()[kind]
+    out, extra = (p[0], p[1]) if kind == "gaussian" else (p, np.zeros(0))
+    a = head.sampler(extra)(out, np.random.default_rng(5))
+    b = head.sample(head.phi(out, extra), np.random.default_rng(5))
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)

@@ -269,9 +269,26 @@ class DiagGaussian:
         act_na : array (N, A)
         """
         xp = backend.namespace(mean_na, log_std_a)
+        return DiagGaussian.sample_std(mean_na, xp.exp(log_std_a), rng)
+
+    @staticmethod
+    def sample_std(mean_na, std_a, rng=None):
+        r""":meth:`sample` with σ given (e.g. computed once for many draws): μ + σ ξ, ξ ~ N(0, I) on the host.
+
+        Parameters
+        ----------
+        mean_na : array (N, A)
+        std_a : array (A,)
+            σ = exp(log σ).
+        rng : int, numpy.random.Generator or None
+            Seed or generator for the host noise: ``standard_normal((N, A))``.
+
+        Returns
+        -------
+        act_na : array (N, A)
+        """
         eps = backend.host_rng(rng).standard_normal(tuple(mean_na.shape))
-        eps = backend.host_like(eps, mean_na)
-        return mean_na + xp.exp(log_std_a) * eps
+        return mean_na + std_a * backend.host_like(eps, mean_na)
 
     @staticmethod
     def sample_with_log_prob(mean_na, log_std_a, rng=None):

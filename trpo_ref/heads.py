@@ -128,6 +128,11 @@ class Head:
     # metric(phi, n) -> rows(u, start, stop): M u / N for samples start:stop;
     # kl_terms(p, q) -> (N,); entropy_terms(phi, n) -> scalar.
 
+    def sampler(self, extra):
+        """``(out, rng) -> actions``: :meth:`sample` of ``phi(out, extra)`` for many draws at fixed
+        ``extra`` (the rollout's per-step draw), with what depends on ``extra`` alone computed once."""
+        return lambda out, rng: self.sample(self.phi(out, extra), rng)
+
     def sample_with_log_prob(self, phi, rng=None):
         """A :meth:`sample` draw and its :meth:`log_prob`: ``(act, logp_n)``."""
         act = self.sample(phi, rng)
@@ -242,6 +247,12 @@ class GaussianHead(Head):
         """μ + σ ξ (:meth:`DiagGaussian.sample <trpo_ref.distributions.DiagGaussian.sample>`)."""
         return DiagGaussian.sample(phi[0], phi[1], rng)
 
+    def sampler(self, extra):
+        """``(mean, rng) -> μ + σ ξ`` with σ = exp(log σ) computed once
+        (:meth:`DiagGaussian.sample_std <trpo_ref.distributions.DiagGaussian.sample_std>`)."""
+        std = backend.namespace(extra).exp(extra)
+        return lambda out, rng: DiagGaussian.sample_std(out, std, rng)
+
     def mode(self, phi):
         """μ."""
         return phi[0]
@@ -317,6 +328,10 @@ class _LogitsHead(Head):
     def sample(self, logits, rng=None):
         """A draw with host noise (Gumbel-max per categorical, [U < σ(z)] per bit)."""
         return self.dist.sample(logits, rng)
+
+    def sampler(self, extra):
+        """``(logits, rng) -> actions``: :meth:`sample` itself (φ is the network's output)."""
+        return self.dist.sample
 
     def entropy_terms(self, phi, n):
         """Size of the terms of the mean entropy: H̄ itself (a sum of non-negative terms)."""

@@ -170,7 +170,8 @@ class HostSampler:
     each step: the network's forward pass on the (E, obs_dim) batch
     (:meth:`~trpo_ref.mlp.MLP.predictor`, the arithmetic of
     :meth:`~trpo_ref.mlp.MLP.forward`), then the head's draw
-    (:meth:`trpo_ref.heads.Head.sample`) — the same functions
+    (:meth:`trpo_ref.heads.Head.sampler`: :meth:`~trpo_ref.heads.Head.sample` with what depends on
+    θ's tail alone, σ, computed once) — the same functions
     :meth:`~trpo_ref.policy.MLPPolicy.sample` calls, so the two give the same
     actions from the same generator (tests/test_rollout.py).  The
     log-probabilities are for logging only (the training loop recomputes
@@ -184,6 +185,7 @@ class HostSampler:
         self.head = policy.head
         self.net = policy.mlp.predictor(theta[:m])
         self.extra = theta[m:]
+        self.draw = policy.head.sampler(self.extra)
 
     def phi(self, obs_no):
         """The distribution's parameters φ for a batch of observations."""
@@ -200,9 +202,9 @@ class HostSampler:
         deterministic : bool
             The head's mode.
         """
-        head = self.head
-        phi = head.phi(self.net(obs_eo), self.extra)
-        return head.mode(phi) if deterministic else head.sample(phi, rng)
+        if deterministic:
+            return self.head.mode(self.head.phi(self.net(obs_eo), self.extra))
+        return self.draw(self.net(obs_eo), rng)
 
     def log_prob(self, obs_no, act):
         r"""log π(a_n | s_n), (N,): the head's log-probability."""
