@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import trpo_ref as tr
-from oracles import dense_fisher
+from oracles import check_fd, dense_fisher
 from strategies import ALL_KINDS, batches, policy_thetas
 from trpo_ref import backend
 from trpo_ref.trpo import PRESETS, Batch, TRPOConfig, beta, normalize_advantages, trpo_step
@@ -85,9 +85,11 @@ def test_cg_on_damped_fisher__matches_dense_solve(kind):
     _, info = trpo_step(pi, theta, b, cfg)
     F = dense_fisher(pi, theta, b.obs) + cfg.cg_damping * np.eye(pi.num_params)
     x_dense = np.linalg.solve(F, _np(info.g))
-    # dense F is assembled from FD Jacobians (error ~1e-9 relative, oracles.fd_step);
-    # cond(F + 0.1 I) ≤ (‖F‖ + 0.1)/0.1 ~ 1e2 here, so x agrees to ~1e-7 relative.
-    np.testing.assert_allclose(_np(info.step_dir), x_dense, rtol=0, atol=1e-6 * np.abs(x_dense).max())
+    # dense F is assembled from FD Jacobians (error ≲1e-9 relative, oracles.fd_step);
+    # cond(F + 0.1 I) ≤ (‖F‖ + 0.1)/0.1 ~ 1e2 here, so x agrees to ≲1e-7 of max|x|
+    # (measured 4.2e-11 Gaussian, 2.0e-11 categorical): held to oracles.FD_TOL of max|x|.
+    check_fd(f"trpo_step step_dir vs dense FD-Fisher solve ({kind})", _np(info.step_dir), x_dense,
+             scale=float(np.abs(x_dense).max()))
     assert info.cg.converged
 
 
