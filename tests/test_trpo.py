@@ -88,7 +88,7 @@ def test_cg_on_damped_fisher__matches_dense_solve(kind):
     # dense F is assembled from FD Jacobians (error ≲1e-9 relative, oracles.fd_step);
     # cond(F + 0.1 I) ≤ (‖F‖ + 0.1)/0.1 ~ 1e2 here, so x agrees to ≲1e-7 of max|x|
     # (measured 4.2e-11 Gaussian, 2.0e-11 categorical): held to oracles.FD_TOL of max|x|.
-    check_fd(f"trpo_step step_dir vs dense FD-Fisher solve ({kind})", _np(info.step_dir), x_dense,
+    check_fd(f"trpo_step vs dense FD-Fisher solve ({kind})", _np(info.step_dir), x_dense,
              scale=float(np.abs(x_dense).max()))
     assert info.cg.converged
 
