@@ -1019,6 +1019,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-sb3", action="store_true")
     p.add_argument("--no-jax", action="store_true")
     p.add_argument("--only-jax", action="store_true", help="only the FVP-vs-JAX table")
+    p.add_argument("--dtypes", nargs="+", choices=("float32", "float64"), default=None,
+                   help="precisions of the policy and JAX rows (default float32 float64; --quick: float64)")
+    p.add_argument("--jax-kinds", nargs="+", choices=("gaussian", "categorical"), default=None,
+                   help="policy heads of the JAX rows (default gaussian categorical; --quick: gaussian)")
     p.add_argument("--out", type=Path, default=None, help="JSON (default docs/perf.json; --quick: a temp dir)")
     p.add_argument("--md", type=Path, default=None, help="Markdown (default docs/performance.md; --quick: a temp dir)")
     p.add_argument("--plot", type=Path, default=None, help="PNG (default docs/img/perf_fvp.png; --quick: a temp dir)")
@@ -1038,13 +1042,14 @@ def main(argv=None) -> int:
         if getattr(args, name) is None:
             setattr(args, name, path)
     if args.quick:
-        result = run(batches=(64,), dtypes=("float64",), reps=3, warmup=1, with_sb3=not args.no_sb3,
-                     rollout_envs=("CartPole-v1",), rollout_steps=50, memory_iters=0, profile=False,
-                     threads=args.threads, train_iteration=False, with_jax=not args.no_jax, jax_kinds=("gaussian",),
-                     only_jax=args.only_jax)
+        result = run(batches=(64,), dtypes=tuple(args.dtypes or ("float64",)), reps=3, warmup=1,
+                     with_sb3=not args.no_sb3, rollout_envs=("CartPole-v1",), rollout_steps=50, memory_iters=0,
+                     profile=False, threads=args.threads, train_iteration=False, with_jax=not args.no_jax,
+                     jax_kinds=tuple(args.jax_kinds or ("gaussian",)), only_jax=args.only_jax)
     else:
-        result = run(reps=args.reps, warmup=args.warmup, with_sb3=not args.no_sb3, threads=args.threads,
-                     with_jax=not args.no_jax, only_jax=args.only_jax)
+        result = run(dtypes=tuple(args.dtypes or ("float32", "float64")), reps=args.reps, warmup=args.warmup,
+                     with_sb3=not args.no_sb3, threads=args.threads, with_jax=not args.no_jax,
+                     jax_kinds=tuple(args.jax_kinds or ("gaussian", "categorical")), only_jax=args.only_jax)
     if args.only_jax:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1, default=str))

@@ -337,6 +337,8 @@ def main(argv=None) -> int:
     ap.add_argument("--failures-only", action="store_true", help="print only the failing rows of each report")
     ap.add_argument("--save", help="directory to save each candidate trace in")
     args = ap.parse_args(argv)
+    if args.save:
+        Path(args.save).mkdir(parents=True, exist_ok=True)
     for lib in args.lib or sorted(CASES):
         try:
             __import__(lib)

@@ -2,11 +2,12 @@ r"""The figures of docs/derivations.md, computed with the library.
 
     python scripts/make_figures.py            # writes docs/img/fig_*.png and docs/img/figures.json
     python scripts/make_figures.py --check    # exit 1 when docs/img/figures.json is out of date
+    python scripts/make_figures.py --check --numbers new.json   # and keep the recomputed numbers
 
 Each figure is two steps: :func:`compute` returns the numbers (plain lists,
 JSON-ready) using only ``trpo_ref``; :func:`plot` draws them with matplotlib
 (the ``plot`` extra).  ``docs/img/figures.json`` keeps the numbers of the
-committed pictures, and ``tests/test_figures.py`` recomputes them, so a change
+committed pictures, and ``tests/test_figures.py`` runs ``--check``, so a change
 of the library that would change a figure fails the tests until this script
 is run again.  Everything is seeded and takes about a second.
 
@@ -200,18 +201,47 @@ def plot(data: dict, out: Path = IMG) -> list[Path]:
     return written
 
 
+def stale_keys(stored: dict, fresh: dict, name: str) -> list[str]:
+    """Keys of figure ``name`` whose recomputed numbers differ from the stored ones (all of them if it is new).
+
+    rtol 1e-7: the numbers are seeded float64 computations; only BLAS summation order may differ (~1e-14
+    relative); atol 1e-10 for entries that are 0 in exact arithmetic (CG residuals, KL at 0).
+    """
+    a, b = stored.get(name), fresh[name]
+    if a is None or sorted(a) != sorted(b):
+        return sorted(set(b) | set(a or ()))
+    stale = []
+    for key in sorted(a):
+        x, y = np.asarray(_flat(a[key]), float), np.asarray(_flat(b[key]), float)
+        if x.shape != y.shape or not np.allclose(y, x, rtol=1e-7, atol=1e-10):
+            stale.append(key)
+    return stale
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--check", action="store_true", help="only compare with docs/img/figures.json")
+    ap.add_argument("--check", action="store_true",
+                    help="only compare with docs/img/figures.json: one line per figure, exit 1 when any is out of date")
+    ap.add_argument("--numbers", type=Path, default=None,
+                    help="write the recomputed numbers (JSON) to this file and draw nothing")
     args = ap.parse_args(argv)
     data = compute()
+    if args.numbers is not None:
+        args.numbers.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        print("wrote", args.numbers)
     if args.check:
         stored = json.loads(DATA.read_text())
-        ok = stored.keys() == data.keys() and all(
-            np.allclose(np.array(_flat(stored[k]), float), np.array(_flat(data[k]), float), rtol=1e-7, atol=1e-10)
-            for k in data)
+        ok = stored.keys() == data.keys()
+        for name in data:
+            stale = stale_keys(stored, data, name)
+            ok = ok and not stale
+            print(f"{name}: current" if not stale else f"{name}: out of date ({', '.join(stale)})")
+        for name in sorted(set(stored) - set(data)):
+            print(f"{name}: no longer computed")
         print("figures are current" if ok else "figures are out of date: run python scripts/make_figures.py")
         return 0 if ok else 1
+    if args.numbers is not None:
+        return 0
     IMG.mkdir(parents=True, exist_ok=True)
     DATA.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     for path in plot(data):

@@ -1,7 +1,10 @@
 """Deliberately naive references the fast code is checked against.
 
 Everything here works on NumPy float64 host arrays and favours obviousness
-over speed: central differences, dense Jacobians, direct sums.
+over speed: central differences, dense Jacobians, direct sums.  The
+finite-difference step (:func:`fd_step`) and tolerance (:data:`FD_TOL`) are
+defined here once, and every finite-difference check goes through
+:func:`check_fd`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import numpy as np
 
 #: float64 machine epsilon.
 EPS64 = float(np.finfo(np.float64).eps)
+#: The central-difference step before scaling: eps^(1/3) ≈ 6.1e-6 (see :func:`fd_step`).
+FD_H = EPS64 ** (1.0 / 3.0)
 
 
 def fd_step(x) -> float:
@@ -19,11 +24,26 @@ def fd_step(x) -> float:
     ``(f(x+hv) − f(x−hv)) / 2h`` has truncation error ``h² |f'''| / 6`` and
     rounding error about ``eps |f| / h``; the two balance at ``h ~ eps^(1/3)``
     (≈ 6e-6), where both are ≈ ``eps^(2/3)`` ≈ 4e-11 relative to the scale of f
-    and its derivatives.  Tests therefore accept relative errors of 1e-6 against
-    the scale of the compared quantity: five orders of magnitude above the
-    model and far below any real derivative bug (which errs at O(1)).
+    and its derivatives.  The error accepted is :data:`FD_TOL`.
     """
-    return EPS64 ** (1.0 / 3.0) * max(1.0, float(np.max(np.abs(x))) if np.size(x) else 1.0)
+    return FD_H * max(1.0, float(np.max(np.abs(x))) if np.size(x) else 1.0)
+
+
+#: Tolerance of every finite-difference check, by the dtype of the analytic value: a check passes when
+#: ``max|analytic − fd| ≤ tol · max(1, max|fd|)`` (:func:`rel_err`: relative to the scale of the
+#: difference quotient, absolute below 1), or ``≤ tol · scale`` where the check states its own scale.
+#:
+#: float64: the model of :func:`fd_step` predicts ≈4e-11 of the scale.  Measured (the ledger pytest prints
+#: at the end of a run gives every check's examples and worst error): CI profile, every check of the
+#: suite on NumPy and array_api_strict (60 examples a head), worst 9.6e-8; thorough profile, the policy
+#: checks on NumPy (1000 examples a head), worst 3.8e-7 — both ``policy.log_prob_grad (multicategorical)``.
+#: 1e-6 keeps a margin of 10 over the first and 2.6 over the second, and is five orders below the O(1)
+#: error of a wrong derivative.  (Observations scaled by 5 raise the thorough worst to 2.6e-6: see
+#: :func:`strategies.policy_cases`.)
+#: The difference quotients are always float64 host computations, and no check compares a float32
+#: derivative with them (its own rounding, ~1e-7 of its terms, would need a tolerance of its own, measured
+#: first): float32 has no entry, and :func:`check_fd` refuses a dtype without one.
+FD_TOL = {"float64": 1e-6}
 
 
 def central_diff(f, x, v, h=None):
@@ -57,29 +77,31 @@ def dense_fisher(policy, theta, obs):
 
     ``J_n`` is the Jacobian of the distribution parameters φ_n (the network
     output; for the Gaussian also log σ) with respect to θ, by central
-    differences of the forward pass; ``M_n`` is the distribution's Fisher
-    written out densely (diag(1/σ², 2) or diag(p) − p pᵀ).
+    differences of the forward pass over the whole batch (row n of the output
+    depends on sample n alone, so the rows' Jacobians are the per-sample ones);
+    ``M_n`` is the distribution's Fisher written out densely (diag(1/σ², 2) or
+    diag(p) − p pᵀ, see :func:`dense_output_metric`).
     """
     theta = np.asarray(theta, dtype=np.float64)
     obs = np.asarray(obs, dtype=np.float64)
     p_mlp = policy.mlp.num_params
     n = obs.shape[0]
+    gaussian = policy.kind == "gaussian"
+
+    def phi(t):  # (N, width): the network's outputs, and log σ beside them for the Gaussian
+        out = np.asarray(policy.mlp.forward(t[:p_mlp], obs)[0])
+        return np.concatenate([out, np.broadcast_to(t[p_mlp:], (n, t.size - p_mlp))], axis=1) if gaussian else out
+
+    phi0 = phi(theta)
+    J = jacobian_fd(phi, theta).reshape(n, phi0.shape[1], theta.size)
     F = np.zeros((theta.size, theta.size))
     for i in range(n):
-        x = obs[i : i + 1]
-
-        def phi(t, x=x):
-            out, _ = policy.mlp.forward(t[:p_mlp], x)
-            out = np.ravel(out)
-            return np.concatenate([out, t[p_mlp:]]) if policy.kind == "gaussian" else out
-
-        J = jacobian_fd(phi, theta)
-        if policy.kind == "gaussian":
+        if gaussian:
             sigma2 = np.exp(2 * theta[p_mlp:])
             M = np.diag(np.concatenate([1 / sigma2, 2 * np.ones(policy.act_dim)]))
         else:
-            M = dense_output_metric(policy, phi(theta))
-        F += J.T @ M @ J
+            M = dense_output_metric(policy, phi0[i])
+        F += J[i].T @ M @ J[i]
     return F / n
 
 
@@ -120,19 +142,20 @@ def all_actions(policy):
 def score_function_fisher_categorical(policy, theta, obs):
     r"""Exact score-function Fisher :math:`\frac1N\sum_n\sum_a \pi(a|s_n)\nabla\log\pi\,\nabla\log\pi^\top`.
 
-    Every action (every joint action of a MultiDiscrete or MultiBinary head) of every state is enumerated; the score is taken by central
-    differences of ``policy.log_prob``.
+    Every action (every joint action of a MultiDiscrete or MultiBinary head) of every state is
+    enumerated; the score is taken by central differences of ``policy.log_prob``, with every (state,
+    action) pair a row of one batch (row by row the same numbers: a row's log-probability depends on its
+    own state and action alone).
     """
     theta = np.asarray(theta, dtype=np.float64)
-    n = obs.shape[0]
-    F = np.zeros((theta.size, theta.size))
-    for i in range(n):
-        x = obs[i : i + 1]
-        for act in all_actions(policy):
-            score = np.ravel(jacobian_fd(lambda t: policy.log_prob(t, x, act), theta))
-            prob = float(np.exp(policy.log_prob(theta, x, act))[0])
-            F += prob * np.outer(score, score)
-    return F / n
+    obs = np.asarray(obs, dtype=np.float64)
+    acts = np.concatenate(all_actions(policy), axis=0)      # (A, ...): every action once
+    n, n_act = obs.shape[0], acts.shape[0]
+    obs_rep = np.repeat(obs, n_act, axis=0)                  # row i·A + k: state i ...
+    act_rep = np.concatenate([acts] * n, axis=0)             # ... and action k
+    scores = jacobian_fd(lambda t: policy.log_prob(t, obs_rep, act_rep), theta)  # (N·A, P)
+    prob = np.exp(np.asarray(policy.log_prob(theta, obs_rep, act_rep), dtype=np.float64))
+    return scores.T @ (prob[:, None] * scores) / n
 
 
 # ------------------------------------------------------ finite-difference ledger
@@ -141,12 +164,44 @@ def score_function_fisher_categorical(policy, theta, obs):
 FD_LEDGER: dict[str, list] = {}
 
 
-def record_fd(name: str, actual, expected) -> float:
-    """Relative error of ``actual`` against ``expected`` (see :func:`rel_err`), recorded."""
-    err = rel_err(actual, expected)
+def record_fd(name: str, actual, expected, scale: float | None = None) -> float:
+    """Error of ``actual`` against ``expected``, recorded in :data:`FD_LEDGER` under ``name``.
+
+    Relative as in :func:`rel_err` (to max(1, max|expected|)), or ``max|a − e| / scale`` when ``scale``
+    is given.
+    """
+    if scale is None:
+        err = rel_err(actual, expected)
+    else:
+        diff = np.abs(np.asarray(actual, dtype=np.float64) - np.asarray(expected, dtype=np.float64))
+        err = float(np.max(diff, initial=0.0) / scale)
     entry = FD_LEDGER.setdefault(name, [0, 0.0])
     entry[0] += 1
     entry[1] = max(entry[1], err)
+    return err
+
+
+def fd_tolerance(dtype) -> float:
+    """:data:`FD_TOL` for ``dtype``; ValueError for a dtype no tolerance was measured for."""
+    key = np.dtype(dtype).name
+    if key not in FD_TOL:
+        raise ValueError(f"no finite-difference tolerance for {key}: measure one first (see oracles.FD_TOL)")
+    return FD_TOL[key]
+
+
+def check_fd(name: str, analytic, fd, scale: float | None = None) -> float:
+    """Assert that ``analytic`` agrees with the central difference ``fd`` to :data:`FD_TOL` of its dtype.
+
+    The error (see :func:`record_fd`; relative to ``scale`` when given) is recorded in the ledger under
+    ``name`` and returned.
+    """
+    analytic = np.asarray(analytic)
+    tol = fd_tolerance(analytic.dtype)
+    err = record_fd(name, analytic, fd, scale)
+    if not err <= tol:
+        what = f"of the scale {scale:.3e}" if scale is not None else "relative"
+        raise AssertionError(f"{name}: analytic and central-difference values differ by {err:.3e} {what} "
+                             f"> {tol:g} ({analytic.dtype})")
     return err
 
 

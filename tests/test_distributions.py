@@ -10,15 +10,12 @@ import math
 
 import numpy as np
 from hypothesis import given
-from hypothesis import strategies as st
 
-from oracles import central_diff, record_fd
+from oracles import central_diff, check_fd
+from strategies import gaussian_params, logit_pairs, multicategorical_params
 from trpo_ref import backend
 from trpo_ref.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 
-# See oracles.fd_step: the central-difference error model predicts ~1e-10 here;
-# 1e-6 leaves margin and still catches any wrong derivative (O(1) error).
-FD_RTOL = 1e-6
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -60,25 +57,7 @@ def test_categorical__worked_example_by_hand(xb):
 
 
 # -------------------------------------------------------------- properties
-@st.composite
-def gaussians(draw):
-    seed = draw(st.integers(0, 2**32 - 1))
-    n, a = draw(st.integers(1, 10)), draw(st.integers(1, 4))
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n, a)), rng.uniform(-1.5, 1.0, a), rng.standard_normal((n, a)),
-            rng.uniform(-1.5, 1.0, a), rng)
-
-
-@st.composite
-def logit_pairs(draw):
-    seed = draw(st.integers(0, 2**32 - 1))
-    n, k = draw(st.integers(1, 10)), draw(st.integers(2, 6))
-    scale = draw(st.sampled_from([0.1, 1.0, 5.0]))
-    rng = np.random.default_rng(seed)
-    return scale * rng.standard_normal((n, k)), scale * rng.standard_normal((n, k)), rng
-
-
-@given(case=gaussians())
+@given(case=gaussian_params())
 def test_gaussian_derivatives__match_central_differences(xb, case):
     m0, s0, m1, s1, rng = case
     act = m0 + np.exp(s0) * rng.standard_normal(m0.shape)
@@ -89,19 +68,19 @@ def test_gaussian_derivatives__match_central_differences(xb, case):
     dm, ds = DiagGaussian.log_prob_grad(X(m0), X(s0), X(act))
     analytic = np.sum(w[:, None] * (_np(dm) * vm + _np(ds) * vs))
     fd = w @ central_diff(lambda t: DiagGaussian.log_prob(m0 + t * vm, s0 + t * vs, act), 0.0, 1.0)
-    assert record_fd("DiagGaussian.log_prob_grad", analytic, fd) < FD_RTOL
+    check_fd("DiagGaussian.log_prob_grad", analytic, fd)
     # kl in q's parameters and in p's parameters
     dm, ds = DiagGaussian.kl_grad_q(X(m0), X(s0), X(m1), X(s1))
     analytic = np.sum(_np(dm) * vm + _np(ds) * vs, axis=1)
     fd = central_diff(lambda t: DiagGaussian.kl(m0, s0, m1 + t * vm, s1 + t * vs), 0.0, 1.0)
-    assert record_fd("DiagGaussian.kl_grad_q", analytic, fd) < FD_RTOL
+    check_fd("DiagGaussian.kl_grad_q", analytic, fd)
     dm, ds = DiagGaussian.kl_grad_p(X(m0), X(s0), X(m1), X(s1))
     analytic = np.sum(_np(dm) * vm + _np(ds) * vs, axis=1)
     fd = central_diff(lambda t: DiagGaussian.kl(m0 + t * vm, s0 + t * vs, m1, s1), 0.0, 1.0)
-    assert record_fd("DiagGaussian.kl_grad_p", analytic, fd) < FD_RTOL
+    check_fd("DiagGaussian.kl_grad_p", analytic, fd)
 
 
-@given(case=gaussians())
+@given(case=gaussian_params())
 def test_gaussian_fisher_metric__is_hessian_of_kl_at_p_equals_q(xb, case):
     # M = ∂²KL(p‖q)/∂φ_q² at q = p: compare M u with the FD of the analytic KL gradient.
     m0, s0, _, _, rng = case
@@ -114,7 +93,7 @@ def test_gaussian_fisher_metric__is_hessian_of_kl_at_p_equals_q(xb, case):
             return np.concatenate([dm[0], ds[0]])
         fd = central_diff(grad_q, 0.0, 1.0)
         analytic = np.concatenate([_np(fm)[i], _np(fs)[i]])
-        assert record_fd("DiagGaussian.fisher_product (vs FD of kl_grad_q)", analytic, fd) < FD_RTOL
+        check_fd("DiagGaussian.fisher_product (vs FD of kl_grad_q)", analytic, fd)
 
 
 @given(case=logit_pairs())
@@ -125,20 +104,20 @@ def test_categorical_derivatives__match_central_differences(xb, case):
     X = xb.asarray
     analytic = np.sum(_np(Categorical.log_prob_grad(X(z), X(act))) * v, axis=1)
     fd = central_diff(lambda t: Categorical.log_prob(z + t * v, act), 0.0, 1.0)
-    assert record_fd("Categorical.log_prob_grad", analytic, fd) < FD_RTOL
+    check_fd("Categorical.log_prob_grad", analytic, fd)
     analytic = np.sum(_np(Categorical.entropy_grad(X(z))) * v, axis=1)
     fd = central_diff(lambda t: Categorical.entropy(z + t * v), 0.0, 1.0)
-    assert record_fd("Categorical.entropy_grad", analytic, fd) < FD_RTOL
+    check_fd("Categorical.entropy_grad", analytic, fd)
     analytic = np.sum(_np(Categorical.kl_grad_q(X(z), X(y))) * v, axis=1)
     fd = central_diff(lambda t: Categorical.kl(z, y + t * v), 0.0, 1.0)
-    assert record_fd("Categorical.kl_grad_q", analytic, fd) < FD_RTOL
+    check_fd("Categorical.kl_grad_q", analytic, fd)
     analytic = np.sum(_np(Categorical.kl_grad_p(X(z), X(y))) * v, axis=1)
     fd = central_diff(lambda t: Categorical.kl(z + t * v, y), 0.0, 1.0)
-    assert record_fd("Categorical.kl_grad_p", analytic, fd) < FD_RTOL
+    check_fd("Categorical.kl_grad_p", analytic, fd)
     # Fisher metric = Hessian of KL(p‖q) in q's logits at q = p
     analytic = _np(Categorical.fisher_product(X(z), X(v)))
     fd = central_diff(lambda t: Categorical.kl_grad_q(z, z + t * v), 0.0, 1.0)
-    assert record_fd("Categorical.fisher_product (vs FD of kl_grad_q)", analytic, fd) < FD_RTOL
+    check_fd("Categorical.fisher_product (vs FD of kl_grad_q)", analytic, fd)
 
 
 @given(case=logit_pairs())
@@ -258,20 +237,10 @@ def test_bernoulli__worked_example_by_hand(xb):
                                rtol=1e-14)
 
 
-@st.composite
-def multi_cases(draw):
-    seed = draw(st.integers(0, 2**32 - 1))
-    nvec = tuple(draw(st.integers(2, 4)) for _ in range(draw(st.integers(1, 3))))
-    n = draw(st.integers(1, 8))
-    scale = draw(st.sampled_from([0.1, 1.0, 5.0]))
-    rng = np.random.default_rng(seed)
-    width = sum(nvec)
-    return MultiCategorical(nvec), scale * rng.standard_normal((n, width)), scale * rng.standard_normal((n, width)), rng
-
-
-@given(case=multi_cases())
+@given(case=multicategorical_params())
 def test_multicategorical_derivatives__match_central_differences(xb, case):
-    mc, z, y, rng = case
+    nvec, z, y, rng = case
+    mc = MultiCategorical(nvec)
     act = np.stack([rng.integers(0, k, z.shape[0]) for k in mc.nvec], axis=1)
     v = rng.standard_normal(z.shape)
     X = xb.asarray
@@ -281,11 +250,9 @@ def test_multicategorical_derivatives__match_central_differences(xb, case):
         ("kl_grad_q", mc.kl_grad_q(X(z), X(y)), lambda t: mc.kl(z, y + t * v)),
         ("kl_grad_p", mc.kl_grad_p(X(z), X(y)), lambda t: mc.kl(z + t * v, y)),
     ]:
-        assert record_fd(f"MultiCategorical.{name}", np.sum(_np(analytic) * v, axis=1),
-                         central_diff(f, 0.0, 1.0)) < FD_RTOL
+        check_fd(f"MultiCategorical.{name}", np.sum(_np(analytic) * v, axis=1), central_diff(f, 0.0, 1.0))
     fd = central_diff(lambda t: mc.kl_grad_q(z, z + t * v), 0.0, 1.0)
-    assert record_fd("MultiCategorical.fisher_product (vs FD of kl_grad_q)", _np(mc.fisher_product(X(z), X(v))),
-                     fd) < FD_RTOL
+    check_fd("MultiCategorical.fisher_product (vs FD of kl_grad_q)", _np(mc.fisher_product(X(z), X(v))), fd)
     assert np.all(_np(mc.kl(X(z), X(y))) >= 0)
     np.testing.assert_array_equal(_np(mc.kl(X(z), X(z))), 0.0)
 
@@ -302,10 +269,9 @@ def test_bernoulli_derivatives__match_central_differences(xb, case):
         ("kl_grad_q", Bernoulli.kl_grad_q(X(z), X(y)), lambda t: Bernoulli.kl(z, y + t * v)),
         ("kl_grad_p", Bernoulli.kl_grad_p(X(z), X(y)), lambda t: Bernoulli.kl(z + t * v, y)),
     ]:
-        assert record_fd(f"Bernoulli.{name}", np.sum(_np(analytic) * v, axis=1), central_diff(f, 0.0, 1.0)) < FD_RTOL
+        check_fd(f"Bernoulli.{name}", np.sum(_np(analytic) * v, axis=1), central_diff(f, 0.0, 1.0))
     fd = central_diff(lambda t: Bernoulli.kl_grad_q(z, z + t * v), 0.0, 1.0)
-    assert record_fd("Bernoulli.fisher_product (vs FD of kl_grad_q)", _np(Bernoulli.fisher_product(X(z), X(v))),
-                     fd) < FD_RTOL
+    check_fd("Bernoulli.fisher_product (vs FD of kl_grad_q)", _np(Bernoulli.fisher_product(X(z), X(v))), fd)
     assert np.all(_np(Bernoulli.kl(X(z), X(y))) >= -1e-15)  # a sum of two non-negative-in-exact terms
     np.testing.assert_array_equal(_np(Bernoulli.kl(X(z), X(z))), 0.0)
 

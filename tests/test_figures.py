@@ -2,57 +2,70 @@
 
 ``scripts/make_figures.py`` computes every figure's numbers with ``trpo_ref``
 and stores them in ``docs/img/figures.json`` next to the PNGs it draws.  This
-test recomputes the numbers (about a second, no matplotlib needed) and
-compares them with the stored ones; a change in the library that would move a
+test runs ``python scripts/make_figures.py --check --numbers FILE`` as a user
+would (a few seconds, no matplotlib needed): the script recomputes the numbers
+and compares them with the stored ones, one verdict line per figure; a change in the library that would move a
 figure fails here until ``python scripts/make_figures.py`` is run again.  It
 also checks that each figure file exists and that the page shows it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "scripts" / "make_figures.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-mf = _load_script()
+IMG = ROOT / "docs" / "img"
+#: The committed figures, by the names docs/img/figures.json keeps their numbers under.
+FIGURES = sorted(json.loads((IMG / "figures.json").read_text()))
 
 
 @pytest.fixture(scope="module")
-def fresh():
-    return mf.compute()
+def check_run(tmp_path_factory):
+    """``python scripts/make_figures.py --check --numbers FILE``, as a user runs it: (process, fresh numbers)."""
+    numbers = tmp_path_factory.mktemp("figures") / "figures.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_figures.py"), "--check", "--numbers", str(numbers)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert numbers.is_file(), proc.stdout + proc.stderr
+    return proc, json.loads(numbers.read_text())
 
 
-@pytest.mark.parametrize("name", list(mf.FIGURES))
-def test_figure__numbers_match_the_committed_figure(name, fresh):
-    stored = json.loads(mf.DATA.read_text())
-    assert name in stored, f"docs/img/figures.json has no {name!r}: run python scripts/make_figures.py"
+@pytest.fixture(scope="module")
+def fresh(check_run):
+    return check_run[1]
+
+
+def test_figures__check_passes_and_computes_every_committed_figure(check_run):
+    proc, fresh = check_run
+    assert sorted(fresh) == FIGURES, "figures added or removed: run python scripts/make_figures.py"
+    assert proc.returncode == 0 and "figures are current" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_figure__numbers_match_the_committed_figure(name, check_run):
+    proc, fresh = check_run
+    stored = json.loads((IMG / "figures.json").read_text())
     a, b = stored[name], fresh[name]
     assert sorted(a) == sorted(b), f"{name}: keys changed: run python scripts/make_figures.py"
     for key in a:
-        x, y = np.asarray(mf._flat(a[key]), float), np.asarray(mf._flat(b[key]), float)
+        x, y = np.asarray(a[key], float), np.asarray(b[key], float)
         assert x.shape == y.shape, f"{name}.{key}: shape changed: run python scripts/make_figures.py"
         # rtol 1e-7: the numbers are seeded float64 computations; only BLAS summation order may differ
         # (~1e-14 relative); atol 1e-10 for entries that are 0 in exact arithmetic (CG residuals, KL at 0)
         assert np.allclose(y, x, rtol=1e-7, atol=1e-10), (
             f"{name}.{key} no longer matches the committed figure: run python scripts/make_figures.py")
+    # and the script's own verdict line for it says so
+    assert f"{name}: current" in proc.stdout.splitlines(), proc.stdout
 
 
-@pytest.mark.parametrize("name", list(mf.FIGURES))
+@pytest.mark.parametrize("name", FIGURES)
 def test_figure__file_exists_and_page_shows_it(name):
-    png = mf.IMG / f"fig_{name}.png"
+    png = IMG / f"fig_{name}.png"
     assert png.is_file() and png.stat().st_size > 5_000
     page = (ROOT / "docs" / "derivations.md").read_text(encoding="utf-8")
     assert f"(img/fig_{name}.png)" in page

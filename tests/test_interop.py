@@ -9,6 +9,8 @@ same log-probabilities in trpo_ref (skipped without torch / safetensors); the
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,26 +144,44 @@ def test_errors__unreadable_files(tmp_path):
 
 
 # ------------------------------------------------------------- torch modules
-def _export_module():
-    pytest.importorskip("torch", reason="torch is not installed (pip install 'trpo-ref[torch]')")
-    spec = importlib.util.spec_from_file_location("export_torch_policy", ROOT / "scripts" / "export_torch_policy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+#: The exports the tests below read: (model, kind) -> the script's arguments after the output files.
+EXPORTS = {(model, kind): ["--model", model, "--kind", kind, "--obs-dim", "3",
+                           "--act-dim", "2" if kind == "gaussian" else "4", "--hidden", "8,6", "--n", "32"]
+           for model in ("sb3", "cleanrl") for kind in ("gaussian", "categorical")}
+EXPORTS["sb3-npz"] = ["--model", "sb3", "--kind", "gaussian", "--obs-dim", "3", "--hidden", "8", "--n", "24"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Every export of EXPORTS, made as a user makes it: ``python scripts/export_torch_policy.py ...``,
+    the processes run side by side.  Key -> (weights file, batch file)."""
+    for module in ("torch", "safetensors"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed (pip install 'trpo-ref[torch,interop]')")
+    tmp = tmp_path_factory.mktemp("export")
+    procs, files = {}, {}
+    for key, args in EXPORTS.items():
+        stem = "-".join(key) if isinstance(key, tuple) else key
+        w = tmp / (f"{stem}.npz" if key == "sb3-npz" else f"{stem}.safetensors")
+        files[key] = w, tmp / f"{stem}-batch.npz"
+        procs[key] = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "export_torch_policy.py"), *args,
+                                       "-o", str(w), "--batch", str(files[key][1])],
+                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for key, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, (key, err[-3000:])
+        w, b = files[key]
+        assert f"wrote {w} " in out and f"{b} (N = " in out, out
+    return files
 
 
 @pytest.mark.parametrize("model", ["sb3", "cleanrl"])
 @pytest.mark.parametrize("kind", ["gaussian", "categorical"])
-def test_torch_export__trpo_ref_reproduces_the_modules_log_probs(tmp_path, model, kind):
+def test_torch_export__trpo_ref_reproduces_the_modules_log_probs(exported, model, kind):
     # The batch's logp_old come from torch's own module and distributions (float64); trpo_ref
     # reading the state_dict must give the same numbers to rounding (1e-12 relative: one
     # forward pass of a small MLP in a different summation order).
-    exp = _export_module()
-    pytest.importorskip("safetensors", reason="safetensors is not installed (pip install 'trpo-ref[interop]')")
-    w, b = tmp_path / "w.safetensors", tmp_path / "b.npz"
-    out_dim = 2 if kind == "gaussian" else 4
-    assert exp.main(["--model", model, "--kind", kind, "--obs-dim", "3", "--act-dim", str(out_dim),
-                     "--hidden", "8,6", "--n", "32", "-o", str(w), "--batch", str(b)]) == 0
+    w, b = exported[model, kind]
     policy, theta = load_weights(w)
     assert policy.kind == kind and policy.hidden_sizes == (8, 6) and policy.obs_dim == 3
     batch, _ = load_batch(b, policy)
@@ -169,12 +189,9 @@ def test_torch_export__trpo_ref_reproduces_the_modules_log_probs(tmp_path, model
     np.testing.assert_allclose(ours, batch.logp_old, rtol=1e-12, atol=1e-12)
 
 
-def test_trace_from_exported_torch_policy__cli_end_to_end(tmp_path, capsys):
-    exp = _export_module()
-    w, b, t = tmp_path / "w.npz", tmp_path / "b.npz", tmp_path / "t.npz"
-    exp.main(["--model", "sb3", "--kind", "gaussian", "--obs-dim", "3", "--hidden", "8", "--n", "24",
-              "-o", str(w), "--batch", str(b)])
-    capsys.readouterr()
+def test_trace_from_exported_torch_policy__cli_end_to_end(exported, tmp_path, capsys):
+    w, b = exported["sb3-npz"]
+    t = tmp_path / "t.npz"
     rc = cli.main(["trace", "--weights", str(w), "--batch", str(b), "--preset", "sb3-contrib", "--layout", "sb3",
                    "-o", str(t)])
     assert rc == 0, capsys.readouterr().err

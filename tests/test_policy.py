@@ -15,11 +15,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import trpo_ref as tr
-from oracles import central_diff, dense_fisher, record_fd, relu_kink_margin, score_function_fisher_categorical
+from oracles import central_diff, check_fd, dense_fisher, relu_kink_margin, score_function_fisher_categorical
+from strategies import ALL_KINDS, DISCRETE_KINDS, RELU_KINK_MARGIN, policy_cases
 from trpo_ref import backend
-
-# Central differences: see oracles.fd_step (observed worst errors ~1e-8).
-FD_RTOL = 1e-6
 
 
 def _np(x):
@@ -27,35 +25,9 @@ def _np(x):
 
 
 # ------------------------------------------------------------------ cases
-ALL_KINDS = ("gaussian", "categorical", "multicategorical", "bernoulli")
-DISCRETE = ("categorical", "multicategorical", "bernoulli")
-
-
-@st.composite
-def policy_cases(draw, kinds=ALL_KINDS):
-    """Random architecture (1–3 hidden layers, widths 1–16, obs 1–8, act 1–4 or 2–6
-    categories), random θ (not an init: every weight and log σ non-trivial), a batch."""
-    kind = draw(st.sampled_from(kinds))
-    hidden = tuple(draw(st.integers(1, 16)) for _ in range(draw(st.integers(1, 3))))
-    obs_dim = draw(st.integers(1, 8))
-    activation = draw(st.sampled_from(["tanh", "relu"]))
-    seed = draw(st.integers(0, 2**32 - 1))
-    n = draw(st.integers(1, 12))
-    rng = np.random.default_rng(seed)
-    if kind == "gaussian":
-        pi = tr.GaussianMLPPolicy(obs_dim, draw(st.integers(1, 4)), hidden, activation)
-    elif kind == "categorical":
-        pi = tr.CategoricalMLPPolicy(obs_dim, draw(st.integers(2, 6)), hidden, activation)
-    elif kind == "multicategorical":
-        nvec = tuple(draw(st.integers(2, 4)) for _ in range(draw(st.integers(1, 3))))
-        pi = tr.MultiCategoricalMLPPolicy(obs_dim, nvec, hidden, activation)
-    else:
-        pi = tr.BernoulliMLPPolicy(obs_dim, draw(st.integers(1, 4)), hidden, activation)
-    theta = _np(pi.init_params(rng)) + 0.3 * rng.standard_normal(pi.num_params)
-    obs = rng.standard_normal((n, obs_dim))
-    assume(relu_kink_margin(pi.mlp, theta, obs) > 1e-2)  # central differences must not straddle a relu kink
-    act, logp = pi.sample(theta, obs, rng)
-    return pi, theta, obs, act, logp, rng
+# Each head is its own test id with the profile's full example budget (drawing the head inside one
+# test split the budget four ways, and unevenly: 8 to 25 examples per head in CI).
+per_head = pytest.mark.parametrize("kind", ALL_KINDS)
 
 
 def _perturb(theta, rng, scale=0.2):
@@ -93,95 +65,101 @@ def test_categorical_policy__worked_example_by_hand(xb):
 
 
 # -------------------------------------------------- central-difference checks
-@given(case=policy_cases())
-def test_log_prob_grad__matches_central_differences(xb, case):
-    pi, theta, obs, act, _, rng = case
+@per_head
+@given(data=st.data())
+def test_log_prob_grad__matches_central_differences(xb, kind, data):
+    pi, theta, obs, act, _, rng = data.draw(policy_cases(kinds=(kind,)), label="case")
     w, v = rng.standard_normal(obs.shape[0]), rng.standard_normal(theta.size)
     X = xb.asarray
     analytic = _np(pi.log_prob_grad(X(theta), X(obs), X(act), X(w))) @ v
     fd = w @ central_diff(lambda t: pi.log_prob(t, obs, act), theta, v)
-    assert record_fd(f"policy.log_prob_grad ({pi.kind})", analytic, fd) < FD_RTOL
+    check_fd(f"policy.log_prob_grad ({pi.kind})", analytic, fd)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("kind", ALL_KINDS)
+@per_head
 @given(data=st.data())
 def test_kl_grad__matches_central_differences_away_from_theta_old(xb, kind, reverse, data):
     # kind and direction are parametrized (not drawn) so every combination gets the full example budget
-    pi, theta_old, obs, _, _, rng = data.draw(policy_cases(kinds=(kind,)))
+    pi, theta_old, obs, _, _, rng = data.draw(policy_cases(kinds=(kind,)), label="case")
     theta, v = _perturb(theta_old, rng), rng.standard_normal(theta_old.size)
-    assume(relu_kink_margin(pi.mlp, theta, obs) > 1e-2)  # the differences are taken at the perturbed θ
+    assume(relu_kink_margin(pi.mlp, theta, obs) > RELU_KINK_MARGIN)  # the differences are taken at the perturbed θ
     X = xb.asarray
     analytic = _np(pi.kl_grad(X(theta_old), X(theta), X(obs), reverse=reverse)) @ v
     fd = central_diff(lambda t: pi.kl(theta_old, t, obs, reverse=reverse), theta, v)
     name = "KL(new‖old)" if reverse else "KL(old‖new)"
-    assert record_fd(f"policy.kl_grad {name} ({pi.kind})", analytic, fd) < FD_RTOL
+    check_fd(f"policy.kl_grad {name} ({pi.kind})", analytic, fd)
 
 
-@given(case=policy_cases())
-def test_surrogate_grad__matches_central_differences(xb, case):
-    pi, theta_old, obs, act, logp_old, rng = case
+@per_head
+@given(data=st.data())
+def test_surrogate_grad__matches_central_differences(xb, kind, data):
+    pi, theta_old, obs, act, logp_old, rng = data.draw(policy_cases(kinds=(kind,)), label="case")
     theta, v = _perturb(theta_old, rng), rng.standard_normal(theta_old.size)
-    assume(relu_kink_margin(pi.mlp, theta, obs) > 1e-2)  # the differences are taken at the perturbed θ
+    assume(relu_kink_margin(pi.mlp, theta, obs) > RELU_KINK_MARGIN)  # the differences are taken at the perturbed θ
     adv = rng.standard_normal(obs.shape[0])
     X = xb.asarray
     analytic = _np(pi.surrogate_grad(X(theta), X(obs), X(act), X(adv), X(logp_old))) @ v
     fd = central_diff(lambda t: pi.surrogate(t, obs, act, adv, logp_old), theta, v)
-    assert record_fd(f"policy.surrogate_grad ({pi.kind})", analytic, fd) < FD_RTOL
+    check_fd(f"policy.surrogate_grad ({pi.kind})", analytic, fd)
 
 
-@given(case=policy_cases())
-def test_entropy_grad__matches_central_differences(xb, case):
-    pi, theta, obs, _, _, rng = case
+@per_head
+@given(data=st.data())
+def test_entropy_grad__matches_central_differences(xb, kind, data):
+    pi, theta, obs, _, _, rng = data.draw(policy_cases(kinds=(kind,)), label="case")
     v = rng.standard_normal(theta.size)
     analytic = _np(pi.entropy_grad(xb.asarray(theta), xb.asarray(obs))) @ v
     fd = central_diff(lambda t: pi.entropy(t, obs), theta, v)
-    assert record_fd(f"policy.entropy_grad ({pi.kind})", analytic, fd) < FD_RTOL
+    check_fd(f"policy.entropy_grad ({pi.kind})", analytic, fd)
 
 
 # ------------------------------------------------------ Fisher-vector product
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("kind", ALL_KINDS)
+@per_head
 @given(data=st.data())
 def test_fisher_vector_product__matches_fd_of_kl_gradient(xb, kind, reverse, data):
     # F = ∇²_θ D̄_KL at θ_old (either direction): (a) in the issue's list.
-    pi, theta, obs, _, _, rng = data.draw(policy_cases(kinds=(kind,)))
+    pi, theta, obs, _, _, rng = data.draw(policy_cases(kinds=(kind,)), label="case")
     v = rng.standard_normal(theta.size)
     fv = _np(pi.fisher_vector_product(xb.asarray(theta), xb.asarray(obs), xb.asarray(v)))
     fd = central_diff(lambda t: pi.kl_grad(theta, t, obs, reverse=reverse), theta, v)
     name = "KL(new‖old)" if reverse else "KL(old‖new)"
-    assert record_fd(f"FVP vs FD of kl_grad {name} ({pi.kind})", fv, fd) < FD_RTOL
+    check_fd(f"FVP vs FD of kl_grad {name} ({pi.kind})", fv, fd)
 
 
-@given(case=policy_cases())
-def test_fisher_vector_product__matches_dense_jacobian_oracle(xb, case):
-    pi, theta, obs, _, _, rng = case
+@per_head
+@given(data=st.data())
+def test_fisher_vector_product__matches_dense_jacobian_oracle(xb, kind, data):
+    pi, theta, obs, _, _, rng = data.draw(policy_cases(kinds=(kind,)), label="case")
     v = rng.standard_normal(theta.size)
     fv = _np(pi.fisher_vector_product(xb.asarray(theta), xb.asarray(obs), xb.asarray(v)))
-    assert record_fd(f"FVP vs dense JᵀMJ oracle ({pi.kind})", fv, dense_fisher(pi, theta, obs) @ v) < FD_RTOL
+    check_fd(f"FVP vs dense JᵀMJ oracle ({pi.kind})", fv, dense_fisher(pi, theta, obs) @ v)
 
 
-@given(case=policy_cases(), data=st.data())
-def test_fisher_operator__any_block_size_matches_dense_jacobian_oracle(case, data):
+@per_head
+@given(data=st.data())
+def test_fisher_operator__any_block_size_matches_dense_jacobian_oracle(kind, data):
     # The NumPy path sums over the batch in blocks (each block's metric rows sliced
     # from the cached σ or softmax); every block size, including 1 and more than N,
     # must give the same (F + λI)v as the dense oracle.
-    pi, theta, obs, _, _, rng = case
+    pi, theta, obs, _, _, rng = data.draw(policy_cases(kinds=(kind,)), label="case")
     block_rows = data.draw(st.integers(1, obs.shape[0] + 2), label="block_rows")
     v = rng.standard_normal(theta.size)
     fv = tr.FisherOperator(pi, theta, obs, damping=0.1, block_rows=block_rows)(v)
     expected = dense_fisher(pi, theta, obs) @ v + 0.1 * v
-    assert record_fd(f"blocked FVP vs dense JᵀMJ oracle ({pi.kind})", fv, expected) < FD_RTOL
+    check_fd(f"blocked FVP vs dense JᵀMJ oracle ({pi.kind})", fv, expected)
 
 
-@given(case=policy_cases(kinds=DISCRETE))
-def test_fisher_vector_product__discrete_heads_equal_score_function_fisher(xb, case):
+@pytest.mark.parametrize("kind", DISCRETE_KINDS)
+@given(data=st.data())
+def test_fisher_vector_product__discrete_heads_equal_score_function_fisher(xb, kind, data):
     # every (joint) action enumerated: the exact E_a[∇log π ∇log πᵀ]
-    pi, theta, obs, _, _, rng = case
+    pi, theta, obs, _, _, rng = data.draw(policy_cases(kinds=(kind,)), label="case")
     v = rng.standard_normal(theta.size)
     F = score_function_fisher_categorical(pi, theta, obs)
     fv = _np(pi.fisher_vector_product(xb.asarray(theta), xb.asarray(obs), xb.asarray(v)))
-    assert record_fd(f"FVP vs score-function Fisher ({pi.kind})", fv, F @ v) < FD_RTOL
+    check_fd(f"FVP vs score-function Fisher ({pi.kind})", fv, F @ v)
 
 
 def test_fisher_vector_product__gaussian_matches_monte_carlo_score_fisher():
@@ -200,8 +178,7 @@ def test_fisher_vector_product__gaussian_matches_monte_carlo_score_fisher():
     # (the per-sample gradient through log_prob_grad with one-hot weights would be
     # O(M N) passes; instead use linearity: Σ_i w_i s_i with w_i = s_i·v needs s_i·v,
     # which is a jvp of log π along v)
-    h = 1e-6
-    sv = (pi.log_prob(theta + h * v, obs_rep, act) - pi.log_prob(theta - h * v, obs_rep, act)) / (2 * h)
+    sv = central_diff(lambda t: pi.log_prob(t, obs_rep, act), theta, v)
     est = pi.log_prob_grad(theta, obs_rep, act, sv) / obs_rep.shape[0]
     # standard error of each coordinate: by batches of the same estimator
     batches = np.array([pi.log_prob_grad(theta, obs_rep[k::10], act[k::10], sv[k::10]) / obs_rep[k::10].shape[0]
@@ -212,9 +189,10 @@ def test_fisher_vector_product__gaussian_matches_monte_carlo_score_fisher():
     assert np.max(np.abs(exact)) > 10 * np.max(se)  # the test has power: signal ≫ noise
 
 
-@given(case=policy_cases())
-def test_fisher_vector_product__symmetric_and_psd(xb, case):
-    pi, theta, obs, _, _, rng = case
+@per_head
+@given(data=st.data())
+def test_fisher_vector_product__symmetric_and_psd(xb, kind, data):
+    pi, theta, obs, _, _, rng = data.draw(policy_cases(kinds=(kind,)), label="case")
     u, v = rng.standard_normal(theta.size), rng.standard_normal(theta.size)
     op = pi.fisher_operator(xb.asarray(theta), xb.asarray(obs))
     fu, fv = _np(op(xb.asarray(u))), _np(op(xb.asarray(v)))
@@ -226,9 +204,10 @@ def test_fisher_vector_product__symmetric_and_psd(xb, case):
     assert v @ fv >= -1e-12 * np.linalg.norm(v) * np.linalg.norm(fv)
 
 
-@given(case=policy_cases(), damping=st.floats(1e-4, 10.0))
-def test_fisher_vector_product__damping_adds_exactly_damping_times_v(xb, case, damping):
-    pi, theta, obs, _, _, rng = case
+@per_head
+@given(data=st.data(), damping=st.floats(1e-4, 10.0))
+def test_fisher_vector_product__damping_adds_exactly_damping_times_v(xb, kind, data, damping):
+    pi, theta, obs, _, _, rng = data.draw(policy_cases(kinds=(kind,)), label="case")
     v = rng.standard_normal(theta.size)
     X = xb.asarray
     plain = _np(pi.fisher_vector_product(X(theta), X(obs), X(v)))
@@ -268,9 +247,10 @@ def test_fisher_operator__reuses_one_forward_pass_and_counts_products():
 
 
 # ------------------------------------------------------------ KL and surrogate
-@given(case=policy_cases(), reverse=st.booleans())
-def test_kl__zero_with_zero_gradient_at_theta_old_and_nonnegative(xb, case, reverse):
-    pi, theta, obs, _, _, rng = case
+@per_head
+@given(data=st.data(), reverse=st.booleans())
+def test_kl__zero_with_zero_gradient_at_theta_old_and_nonnegative(xb, kind, data, reverse):
+    pi, theta, obs, _, _, rng = data.draw(policy_cases(kinds=(kind,)), label="case")
     X = xb.asarray
     # KL(p‖p): every term is exactly 0 (identical φ) for categorical; the Gaussian
     # closed form cancels to rounding.
@@ -280,9 +260,10 @@ def test_kl__zero_with_zero_gradient_at_theta_old_and_nonnegative(xb, case, reve
     assert float(_np(pi.kl(X(theta), X(_perturb(theta, rng)), X(obs), reverse=reverse))) >= 0.0
 
 
-@given(case=policy_cases())
-def test_surrogate__equals_mean_adv_at_theta_old_and_grad_is_policy_gradient(xb, case):
-    pi, theta, obs, act, logp_old, rng = case
+@per_head
+@given(data=st.data())
+def test_surrogate__equals_mean_adv_at_theta_old_and_grad_is_policy_gradient(xb, kind, data):
+    pi, theta, obs, act, logp_old, rng = data.draw(policy_cases(kinds=(kind,)), label="case")
     adv = rng.standard_normal(obs.shape[0])
     X = xb.asarray
     # ratio = exp(logp − logp_old) = exp(0) = 1 exactly: L = mean(adv)

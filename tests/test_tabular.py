@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.oracles import EPS64, central_diff, rel_err
+from oracles import FD_H, central_diff, check_fd, rel_err
 from trpo_ref import tabular as T
 from trpo_ref.policy import CategoricalMLPPolicy
 
@@ -302,16 +302,15 @@ def test_surrogate_grad__matches_eta_grad_at_the_old_policy(mdp_rng):
     # |∂η/∂z| ≤ ‖ρ‖₁·2max|A|, up to a factor 4) the truncation error h²f'''/6 is
     # ≲ (h/(1 − γ))²·deriv_scale and the rounding error eps·|η|/h ≲ eps/(h(1 − γ))·deriv_scale.
     # h = eps^(1/3)·(1 − γ) balances both at eps^(2/3) ≈ 4e-11 of deriv_scale (softmax is
-    # shift-invariant, so |z| sets no length scale).  1e-6 is four orders above the
-    # model and far below an O(1) formula error.
-    h = EPS64 ** (1.0 / 3.0) * (1.0 - mdp.gamma)
+    # shift-invariant, so |z| sets no length scale); held to oracles.FD_TOL of deriv_scale.
+    h = FD_H * (1.0 - mdp.gamma)
     d_eta = central_diff(lambda z: T.eta(mdp, T.softmax_policy(z)), z_sa, v_sa, h=h)
     d_surr = central_diff(lambda z: T.surrogate_L(mdp, pi, T.softmax_policy(z)), z_sa, v_sa, h=h)
     analytic = float(np.sum(T.policy_gradient(mdp, z_sa) * v_sa))
     analytic_surr = float(np.sum(T.surrogate_grad_logits(mdp, pi, z_sa) * v_sa))
     deriv_scale = max(float(np.max(np.abs(mdp.R))), 1e-300) / (1 - mdp.gamma) ** 2
-    assert abs(d_eta - analytic) <= 1e-6 * deriv_scale
-    assert abs(d_surr - analytic) <= 1e-6 * deriv_scale
+    check_fd("tabular.policy_gradient (vs FD of eta)", analytic, d_eta, scale=deriv_scale)
+    check_fd("tabular.policy_gradient (vs FD of surrogate_L)", analytic, d_surr, scale=deriv_scale)
     # The two closed forms are the same expression at z̃ = z: rounding level.
     assert abs(analytic_surr - analytic) <= SOLVE_RTOL * deriv_scale
 
@@ -370,8 +369,8 @@ def test_tabular_fisher__is_the_hessian_of_the_average_kl(mdp_rng):
 
     hv = central_diff(kl_grad, z_sa.ravel(), v_sa.ravel())
     # FD error model (oracles.fd_step): eps^(2/3)·scale; the KL gradient and its
-    # derivatives are O(1)·max|v|, so 1e-6 is five orders above the model.
-    assert rel_err(hv, fisher @ v_sa.ravel()) <= 1e-6
+    # derivatives are O(1)·max|v|: held to oracles.FD_TOL.
+    check_fd("tabular_fisher (vs FD of the KL gradient)", fisher @ v_sa.ravel(), hv)
     score_fisher = np.zeros_like(fisher)
     n_a = mdp.n_actions
     for s in range(mdp.n_states):

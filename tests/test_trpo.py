@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import trpo_ref as tr
-from oracles import dense_fisher
+from oracles import check_fd, dense_fisher
+from strategies import ALL_KINDS, batches, policy_thetas
 from trpo_ref import backend
 from trpo_ref.trpo import PRESETS, Batch, TRPOConfig, beta, normalize_advantages, trpo_step
 
@@ -60,10 +61,11 @@ def test_normalize_advantages__worked_example_by_hand():
 
 
 # ------------------------------------------------------------- step properties
-@given(seed=st.integers(0, 2**31), kind=st.sampled_from(["gaussian", "categorical"]),
-       max_kl=st.floats(1e-4, 0.1), damping=st.floats(1e-3, 1.0))
-def test_beta__fills_the_trust_region_and_expected_improvement_is_beta_g_x(xb, seed, kind, max_kl, damping):
-    pi, theta, b, _ = make_case(kind, seed)
+@pytest.mark.parametrize("kind", ALL_KINDS)
+@given(data=st.data(), max_kl=st.floats(1e-4, 0.1), damping=st.floats(1e-3, 1.0))
+def test_beta__fills_the_trust_region_and_expected_improvement_is_beta_g_x(xb, kind, data, max_kl, damping):
+    pi, theta = data.draw(policy_thetas((kind,)), label="policy")
+    b = data.draw(batches(pi, theta, min_n=16, max_n=64), label="batch")
     X = xb.asarray
     batch = Batch(X(b.obs), X(b.act), X(b.adv), X(b.logp_old))
     _, info = trpo_step(pi, X(theta), batch, TRPOConfig(max_kl=max_kl, cg_damping=damping))
@@ -83,9 +85,11 @@ def test_cg_on_damped_fisher__matches_dense_solve(kind):
     _, info = trpo_step(pi, theta, b, cfg)
     F = dense_fisher(pi, theta, b.obs) + cfg.cg_damping * np.eye(pi.num_params)
     x_dense = np.linalg.solve(F, _np(info.g))
-    # dense F is assembled from FD Jacobians (error ~1e-9 relative, oracles.fd_step);
-    # cond(F + 0.1 I) ≤ (‖F‖ + 0.1)/0.1 ~ 1e2 here, so x agrees to ~1e-7 relative.
-    np.testing.assert_allclose(_np(info.step_dir), x_dense, rtol=0, atol=1e-6 * np.abs(x_dense).max())
+    # dense F is assembled from FD Jacobians (error ≲1e-9 relative, oracles.fd_step);
+    # cond(F + 0.1 I) ≤ (‖F‖ + 0.1)/0.1 ~ 1e2 here, so x agrees to ≲1e-7 of max|x|
+    # (measured 4.2e-11 Gaussian, 2.0e-11 categorical): held to oracles.FD_TOL of max|x|.
+    check_fd(f"trpo_step vs dense FD-Fisher solve ({kind})", _np(info.step_dir), x_dense,
+             scale=float(np.abs(x_dense).max()))
     assert info.cg.converged
 
 

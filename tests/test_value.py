@@ -16,13 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from oracles import EPS64, adam_textbook, central_diff, record_fd, rel_err, ridge_normal_equations
+from oracles import EPS64, adam_textbook, central_diff, check_fd, rel_err, ridge_normal_equations
+from strategies import critics
 from trpo_ref import backend
 from trpo_ref.value import Adam, FitInfo, ValueFunction, explained_variance, fit_adam, fit_lbfgs
-
-# Finite-difference tolerance: see oracles.fd_step's error model (≈4e-11
-# expected, 1e-6 accepted: far below the O(1) error of a wrong derivative).
-FD_RTOL = 1e-6
 
 
 def _np(x):
@@ -100,19 +97,6 @@ def test_adam__first_step_is_lr_times_sign_of_gradient(xb):
 
 
 # -------------------------------------------------------------- properties
-@st.composite
-def critics(draw):
-    """Random critic (1–2 hidden tanh layers, widths 1–16, obs_dim 1–5), w, obs, ret."""
-    hidden = tuple(draw(st.integers(1, 16)) for _ in range(draw(st.integers(1, 2))))
-    vf = ValueFunction(draw(st.integers(1, 5)), hidden, "tanh")
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    n = draw(st.integers(1, 20))
-    w = _np(vf.init_params(rng)) + 0.3 * rng.standard_normal(vf.num_params)
-    obs = rng.standard_normal((n, vf.obs_dim))
-    ret = 2.0 * rng.standard_normal(n)
-    return vf, w, obs, ret, rng
-
-
 @given(case=critics())
 def test_loss_and_grad__matches_central_differences(xb, case):
     # tanh only: the loss is smooth in w, so fd_step's error model holds
@@ -121,7 +105,7 @@ def test_loss_and_grad__matches_central_differences(xb, case):
     v = rng.standard_normal(w.size)
     loss, grad = vf.loss_and_grad(xb.asarray(w), xb.asarray(obs), xb.asarray(ret))
     fd = central_diff(lambda t: vf.loss(t, obs, ret), w, v)  # host float64 reference
-    assert record_fd("value.loss_and_grad", _np(grad) @ v, fd) < FD_RTOL
+    check_fd("value.loss_and_grad", _np(grad) @ v, fd)
     # the loss it returns is the loss
     np.testing.assert_allclose(_np(loss), vf.loss(w, obs, ret), rtol=1e-13)
 
