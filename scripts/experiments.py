@@ -368,16 +368,42 @@ def plot_cartpole(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+# ======================================================================== demo
+def demo() -> int:
+    """The small version (docs/experiments.md): twenty iterations on one random MDP show the three claims
+    in about a second; exit status 1 when one of them does not hold."""
+    mdp = make_mdp("random", seed=0)
+    trpo_scores, trpo_kls = run_tabular_sampled(mdp, TABULAR_RULES["trpo δ=0.01"], seed=0, iters=20)
+    pen_scores, pen_kls, pen_C = run_tabular_penalty(mdp, iters=5)
+    vpg_scores, vpg_kls = run_tabular_sampled(mdp, TABULAR_RULES["vpg κ=1000"], seed=0, iters=20)
+    print(f"TRPO: score {trpo_scores[-1]:.2f} after 20 updates, median step KL {np.median(trpo_kls):.4f}")
+    print(f"penalty (C = {pen_C[0]:.0f}): score {pen_scores[-1]:.3f} after 5 updates, "
+          f"step KL_max {np.median(pen_kls):.1e}")
+    print(f"VPG κ=1000: largest step KL {vpg_kls.max():.1f}, worst drop {max_drawdown(vpg_scores):.2f}")
+    claims = {
+        "TRPO: steady, KL-sized steps": trpo_scores[-1] > 0.8 and np.median(trpo_kls) < 0.015,
+        "penalty: safe but tiny steps": bool(np.all(np.diff(pen_scores) >= 0)) and np.max(pen_kls) < 1e-3
+        and np.max(pen_kls) < 0.1 * np.median(trpo_kls),
+        "VPG: the fixed step leaves any trust region": vpg_kls.max() > 1.0,
+    }
+    for claim, holds in claims.items():
+        print(f"{'holds' if holds else 'FAILS'}: {claim}")
+    return 0 if all(claims.values()) else 1
+
+
 # ======================================================================== main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny run, no plots (smoke test)")
+    ap.add_argument("--demo", action="store_true", help="the small version of docs/experiments.md (about a second)")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--skip-cartpole", action="store_true")
     ap.add_argument("--img", type=Path, default=ROOT / "docs" / "img")
     ap.add_argument("--json", type=Path, default=None, help="write every curve and summary here")
     ap.add_argument("--plot-from", type=Path, default=None, help="only redraw the plots from a --json file")
     args = ap.parse_args(argv)
+    if args.demo:
+        return demo()
     if args.plot_from:
         saved = json.loads(args.plot_from.read_text())
         plot_tabular(saved["tabular"], args.img / "exp_tabular.png")
