@@ -9,7 +9,7 @@ once.  The rules, for each ``trpo_ref/*.py``:
    * methods and properties (plain, ``staticmethod``, ``classmethod``) without a
      leading underscore, of every public class **and** of every private class
      that a public class of the same module inherits from (its methods are
-     public API through the subclass, e.g. ``policy._MLPPolicy.log_prob``).
+     public API through the subclass, e.g. ``heads._LogitsHead.log_prob``).
 
    Exempt: names with a leading underscore (private helpers and dunders such
    as ``__init__``/``__call__``), functions nested inside functions, and
@@ -26,8 +26,8 @@ once.  The rules, for each ``trpo_ref/*.py``:
    The one exemption: a method whose docstring is a **single line** and that
    **overrides** a method of the same name in a base class defined in the same
    module, where the base method itself satisfies this rule — e.g.
-   ``GaussianMLPPolicy.flatten`` with "Exact inverse of :meth:`unflatten`."
-   documents only what differs and defers to ``_MLPPolicy.flatten``.
+   ``GaussianHead.kl`` with a one-line docstring documents only what differs
+   and defers to ``Head.kl``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "trpo_ref"
 
 #: Modules that implement the paper's equations; rule 2 applies to them.
-CORE = ("mlp", "distributions", "policy", "cg", "linesearch", "advantages", "value", "trpo", "tabular")
+CORE = ("mlp", "distributions", "heads", "policy", "cg", "linesearch", "advantages", "value", "trpo", "tabular")
 
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _SECTION = re.compile(r"^[ \t]*(?P<name>[A-Z][A-Za-z ]*)[ \t]*\n[ \t]*-{3,}[ \t]*$", re.M)

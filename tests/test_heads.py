@@ -103,12 +103,7 @@ def test_policy__is_mlp_composed_with_its_head(policy):
     assert type(built) is type(policy) and built.spec() == policy.spec()
     theta = policy.init_params(0)
     obs = np.random.default_rng(0).normal(size=(4, 3))
-    # The policy's φ is the head applied to the network's output and θ's tail.
-    phi, _ = policy._dist(theta, obs)
     out, _ = policy.mlp.forward(theta[: policy.mlp.num_params], obs)
-    want = policy.head.phi(out, theta[policy.mlp.num_params:])
-    for a, b in zip(phi if isinstance(phi, tuple) else (phi,), want if isinstance(want, tuple) else (want,)):
-        np.testing.assert_array_equal(a, b)
     # MLP.predictor (the rollout's forward) is forward's arithmetic without the cache: the same bits.
     np.testing.assert_array_equal(policy.mlp.predictor(theta[: policy.mlp.num_params])(obs), out)
 
@@ -124,11 +119,32 @@ def test_head_for_space__one_head_per_supported_space(space, kind, width):
         np.testing.assert_array_equal(head.init_extra(), [-1.0] * 3)
 
 
-@pytest.mark.parametrize("space", [gym.spaces.Box(-1, 1, (2, 2)), gym.spaces.Dict({"a": gym.spaces.Discrete(2)}),
-                                   gym.spaces.MultiBinary([2, 2])])
+@pytest.mark.parametrize("space", [gym.spaces.Box(-1, 1, (2, 2)), gym.spaces.Box(-1, 1, ()),
+                                   gym.spaces.Dict({"a": gym.spaces.Discrete(2)}), gym.spaces.MultiBinary([2, 2]),
+                                   gym.spaces.Discrete(3, start=1), gym.spaces.MultiDiscrete([2, 3], start=[1, 0])],
+                         ids=["box-2d", "box-0d", "dict", "multibinary-2d", "discrete-start-1", "multidiscrete-start"])
 def test_head_for_space__unsupported_space_is_a_clear_error(space):
+    # Refused with one line naming the space, never an IndexError or a silently dropped start.
     with pytest.raises(ValueError, match="no policy head for the action space"):
         head_for_space(space)
+
+
+def test_head_for_space__a_subclass_of_a_space_gets_that_spaces_head():
+    class MyBox(gym.spaces.Box):
+        pass
+
+    class MyDiscrete(gym.spaces.Discrete):
+        pass
+
+    assert head_for_space(MyBox(-1, 1, (2,))).kind == "gaussian"
+    assert head_for_space(MyDiscrete(3)).kind == "categorical"
+
+
+def test_public_classes__kind_and_continuous_actions_are_class_attributes():
+    assert GaussianMLPPolicy.kind == "gaussian" and GaussianMLPPolicy.continuous_actions is True
+    assert CategoricalMLPPolicy.continuous_actions is False
+    assert [c.kind for c in (CategoricalMLPPolicy, MultiCategoricalMLPPolicy, BernoulliMLPPolicy)] == [
+        "categorical", "multicategorical", "bernoulli"]
 
 
 def test_mlp_policy__refuses_something_that_is_not_a_head():
@@ -138,12 +154,64 @@ def test_mlp_policy__refuses_something_that_is_not_a_head():
         head_from_spec({"kind": "beta", "out_dim": 2})
 
 
-@pytest.mark.parametrize("kind", sorted(HEADS))
-def test_head__sampler_at_fixed_extra_is_sample_bit_for_bit(kind):
-    # The rollout's per-step draw (σ computed once for the Gaussian) is the head's sample, bit for bit.
-    head, p, _, _, _ = _cases()[kind]
-    out, extra = (p[0], p[1]) if kind == "gaussian" else (p, np.zeros(0))
-    a = head.sampler(extra)(out, np.random.default_rng(5))
-    b = head.sample(head.phi(out, extra), np.random.default_rng(5))
-    assert a.dtype == b.dtype
+def test_gaussian_head__sampler_with_sigma_once_is_sample_bit_for_bit():
+    # The rollout's per-step draw computes σ = exp(log σ) once (DiagGaussian.sample_std); the draws are the
+    # bits of the head's sample, which computes σ at every call.  (The logits heads' sampler is their sample.)
+    head, (mean, log_std), _, _, _ = _cases()["gaussian"]
+    log_std = log_std + 0.3  # σ ≠ 1 in every dimension
+    a = head.sampler(log_std)(mean, np.random.default_rng(5))
+    b = head.sample(head.phi(mean, log_std), np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
+    assert np.all(a != mean)
+
+
+def _all_actions(head):
+    """Every action of a discrete head, as rows."""
+    import itertools
+    if head.kind == "categorical":
+        return [np.array(k) for k in range(head.n_actions)]
+    return [np.array(a) for a in itertools.product(*[range(b) for b in head.bounds])]
+
+
+@pytest.mark.parametrize("kind", ["categorical", "multicategorical", "bernoulli"])
+def test_discrete_head__mode_is_the_most_probable_action(kind):
+    head, p, _, _, _ = _cases()[kind]
+    acts = _all_actions(head)
+    logp = np.stack([head.log_prob(p, np.broadcast_to(a, (N, *a.shape)).copy()) for a in acts], axis=1)
+    best = np.array([acts[i] for i in np.argmax(logp, axis=1)])
+    np.testing.assert_array_equal(head.mode(p), best.reshape(head.act_shape(N)))
+    assert len({tuple(np.atleast_1d(r)) for r in best}) > 1  # the batch does not have one mode throughout
+
+
+def test_gaussian_head__mode_is_the_mean_and_maximises_the_density():
+    head, p, _, _, _ = _cases()["gaussian"]
+    m = head.mode(p)
+    np.testing.assert_array_equal(m, p[0])
+    for d in np.random.default_rng(3).normal(size=(5, 1, 3)) * 1e-3:
+        assert np.all(head.log_prob(p, m) > head.log_prob(p, m + d))
+
+
+def test_heads__term_sizes_worked_examples_by_hand():
+    # Gaussian, one dimension: μ_p = 1, log σ_p = log 2, μ_q = 0, log σ_q = 0:
+    # |log 2| + 0 + (4 + 1)/2 + 1/2 = 3 + log 2; entropy terms |log 2| + ½ log 2πe.
+    g = GaussianHead(1)
+    p, q = (np.array([[1.0]]), np.array([np.log(2.0)])), (np.array([[0.0]]), np.array([0.0]))
+    np.testing.assert_allclose(g.kl_terms(p, q), [3 + np.log(2.0)], rtol=1e-15)
+    np.testing.assert_allclose(g.entropy_terms(p, 1), np.log(2.0) + 0.5 * np.log(2 * np.pi * np.e), rtol=1e-15)
+    # Categorical, p = (½, ½), q = (¼, ¾): Σ p(|log p| + |log q|) = ½(log 2 + log 4) + ½(log 2 + log 4/3).
+    c = CategoricalHead(2)
+    zp, zq = np.log([[0.5, 0.5]]), np.log([[0.25, 0.75]])
+    want = 0.5 * (np.log(2) + np.log(4)) + 0.5 * (np.log(2) + np.log(4 / 3))
+    np.testing.assert_allclose(c.kl_terms(zp, zq), [want], rtol=1e-15)
+    np.testing.assert_allclose(c.entropy_terms(zp, 1), np.log(2), rtol=1e-15)
+    # Bernoulli, one bit, σ(z_p) = ½, σ(z_q) = ¼: the same outcome probabilities as the categorical above.
+    b = BernoulliHead(1)
+    np.testing.assert_allclose(b.kl_terms(np.array([[0.0]]), np.array([[np.log(1 / 3)]])), [want], rtol=1e-14)
+
+
+def test_gaussian_head__check_act_casts_float_actions_to_thetas_dtype():
+    head = GaussianHead(3)
+    got = head.check_act(np.zeros((N, 3), dtype=np.float32), N, np.zeros(1))
+    assert got.dtype == np.float64
+    got = head.check_act(np.zeros((N, 3)), N, np.zeros(1, dtype=np.float32))
+    assert got.dtype == np.float32

@@ -90,56 +90,328 @@ class Head:
 
     @classmethod
     def from_spec(cls, spec: dict) -> "Head":
-        """The head a policy spec describes (inverse of :meth:`spec` with ``out_dim``)."""
+        """The head a policy spec describes (inverse of :meth:`spec` with ``out_dim``).
+
+        Parameters
+        ----------
+        spec : dict
+            A policy spec (:meth:`trpo_ref.policy.MLPPolicy.spec`).
+
+        Returns
+        -------
+        Head
+        """
         return cls(spec["out_dim"])
 
     def act_shape(self, n: int) -> tuple[int, ...]:
-        """Shape of a batch of ``n`` actions."""
+        """Shape of a batch of ``n`` actions.
+
+        Parameters
+        ----------
+        n : int
+            Number of samples N.
+
+        Returns
+        -------
+        tuple of int
+        """
         return (n, self.act_dim)
 
     def check_act(self, act, n: int, like):
         """``act`` checked for a batch of ``n``: shape, dtype and range; a one-line ValueError otherwise.
 
         ``like`` is θ: float actions are cast to its dtype.
+
+        Parameters
+        ----------
+        act : array
+            Actions, shaped as :meth:`act_shape`.
+        n : int
+            Number of samples N.
+        like : array
+            θ: its namespace and dtype.
+
+        Returns
+        -------
+        array
+            ``act``, cast where the head casts.
         """
         raise NotImplementedError
 
     # ------------------------------------------------------------ φ
     def phi(self, out, extra):
-        """Distribution parameters φ from the network's output and the parameters beyond it."""
+        """Distribution parameters φ from the network's output and the parameters beyond it.
+
+        Parameters
+        ----------
+        out : array (N, out_dim)
+            The network's output.
+        extra : array (n_extra,)
+            θ's entries after the network's (log σ); empty for heads without any.
+
+        Returns
+        -------
+        array or tuple of arrays
+        """
         return out
 
     def pullback(self, phi_bar):
-        """A cotangent in φ as ``(cotangent of the output, cotangent of the extra parameters or None)``."""
+        """A cotangent in φ as ``(cotangent of the output, cotangent of the extra parameters or None)``.
+
+        Parameters
+        ----------
+        phi_bar : array or tuple of arrays
+            A cotangent in φ.
+
+        Returns
+        -------
+        tuple
+            (output cotangent (N, out_dim), extra cotangent (n_extra,) or None).
+        """
         return phi_bar, None
 
     @staticmethod
     def scale(phi_bar, w):
-        """Multiply every per-sample cotangent by a per-sample (N,) or scalar weight."""
+        """Multiply every per-sample cotangent by a per-sample (N,) or scalar weight.
+
+        Parameters
+        ----------
+        phi_bar : array or tuple of arrays
+            A cotangent in φ.
+        w : float or array (N,)
+            Weight.
+
+        Returns
+        -------
+        array or tuple of arrays
+        """
         if isinstance(w, float):
             return phi_bar * w
         return phi_bar * w[:, None]
 
     # ------------------------------------------------------------ the distribution
-    # log_prob(phi, act) -> (N,); log_prob_grad(phi, act) -> ∂/∂φ per sample;
-    # entropy(phi, n) -> (N,); entropy_grad(phi, n) -> ∂(mean entropy)/∂φ;
-    # kl(p, q) -> (N,); kl_grad_q(p, q) -> ∂KL/∂q; kl_grad_p(p, q) -> ∂KL/∂p;
-    # sample(phi, rng) -> act; mode(phi) -> act;
-    # metric(phi, n) -> rows(u, start, stop): M u / N for samples start:stop;
-    # kl_terms(p, q) -> (N,); entropy_terms(phi, n) -> scalar.
+    def log_prob(self, phi, act):
+        """log p(a_n; φ_n) per sample, (N,).
+
+        Parameters
+        ----------
+        phi : array or tuple of arrays
+            Distribution parameters φ (:meth:`phi`).
+        act : array
+            Actions, shaped as :meth:`act_shape`.
+
+        Returns
+        -------
+        array (N,)
+        """
+        raise NotImplementedError
+
+    def log_prob_grad(self, phi, act):
+        """∂ log p(a_n; φ_n)/∂φ_n per sample, shaped like φ.
+
+        Parameters
+        ----------
+        phi : array or tuple of arrays
+            Distribution parameters φ (:meth:`phi`).
+        act : array
+            Actions, shaped as :meth:`act_shape`.
+
+        Returns
+        -------
+        array or tuple of arrays
+        """
+        raise NotImplementedError
+
+    def entropy(self, phi, n):
+        """Entropy per sample, (n,).
+
+        Parameters
+        ----------
+        phi : array or tuple of arrays
+            Distribution parameters φ (:meth:`phi`).
+        n : int
+            Number of samples N.
+
+        Returns
+        -------
+        array (n,)
+        """
+        raise NotImplementedError
+
+    def entropy_grad(self, phi, n):
+        """∂(mean entropy over the n samples)/∂φ, shaped like φ.
+
+        Parameters
+        ----------
+        phi : array or tuple of arrays
+            Distribution parameters φ (:meth:`phi`).
+        n : int
+            Number of samples N.
+
+        Returns
+        -------
+        array or tuple of arrays
+        """
+        raise NotImplementedError
+
+    def kl(self, phi_p, phi_q):
+        """KL(p‖q) per sample, (N,).
+
+        Parameters
+        ----------
+        phi_p : array or tuple of arrays
+            φ of p.
+        phi_q : array or tuple of arrays
+            φ of q.
+
+        Returns
+        -------
+        array (N,)
+        """
+        raise NotImplementedError
+
+    def kl_grad_q(self, phi_p, phi_q):
+        """∂KL(p‖q)/∂φ_q per sample.
+
+        Parameters
+        ----------
+        phi_p : array or tuple of arrays
+            φ of p.
+        phi_q : array or tuple of arrays
+            φ of q.
+
+        Returns
+        -------
+        array or tuple of arrays
+        """
+        raise NotImplementedError
+
+    def kl_grad_p(self, phi_p, phi_q):
+        """∂KL(p‖q)/∂φ_p per sample.
+
+        Parameters
+        ----------
+        phi_p : array or tuple of arrays
+            φ of p.
+        phi_q : array or tuple of arrays
+            φ of q.
+
+        Returns
+        -------
+        array or tuple of arrays
+        """
+        raise NotImplementedError
+
+    def sample(self, phi, rng=None):
+        """One action per sample, noise drawn on the host from ``rng`` (seed or Generator).
+
+        Parameters
+        ----------
+        phi : array or tuple of arrays
+            Distribution parameters φ (:meth:`phi`).
+        rng : int, numpy.random.Generator or None
+            Seed or generator for the host noise.
+
+        Returns
+        -------
+        array
+            Shaped as :meth:`act_shape`.
+        """
+        raise NotImplementedError
+
+    def mode(self, phi):
+        """The most likely action per sample.
+
+        Parameters
+        ----------
+        phi : array or tuple of arrays
+            Distribution parameters φ (:meth:`phi`).
+
+        Returns
+        -------
+        array
+            Shaped as :meth:`act_shape`.
+        """
+        raise NotImplementedError
+
+    def metric(self, phi, n):
+        """``rows(u, start, stop)``: :math:`M_n u_n / N` for the samples start:stop, u the output block's
+        tangent; set-up that depends only on φ (σ, the softmax) done once here.
+
+        Parameters
+        ----------
+        phi : array or tuple of arrays
+            Distribution parameters φ (:meth:`phi`).
+        n : int
+            Number of samples N.
+
+        Returns
+        -------
+        callable
+            ``rows(u, start, stop) -> M u / N``, u of shape (stop - start, out_dim).
+        """
+        raise NotImplementedError
+
+    def kl_terms(self, phi_p, phi_q):
+        """Per-sample size of the terms of KL(p‖q) (the oracle's rounding scale), (N,).
+
+        Parameters
+        ----------
+        phi_p : array or tuple of arrays
+            φ of p.
+        phi_q : array or tuple of arrays
+            φ of q.
+
+        Returns
+        -------
+        array (N,)
+        """
+        raise NotImplementedError
+
+    def entropy_terms(self, phi, n):
+        """Size of the terms of the mean entropy (the oracle's rounding scale).
+
+        Parameters
+        ----------
+        phi : array or tuple of arrays
+            Distribution parameters φ (:meth:`phi`).
+        n : int
+            Number of samples N.
+
+        Returns
+        -------
+        0-d array or float
+        """
+        raise NotImplementedError
 
     def sampler(self, extra):
         """``(out, rng) -> actions``: :meth:`sample` of ``phi(out, extra)`` for many draws at fixed
-        ``extra`` (the rollout's per-step draw), with what depends on ``extra`` alone computed once."""
+        ``extra`` (the rollout's per-step draw), with what depends on ``extra`` alone computed once.
+
+        Parameters
+        ----------
+        extra : array (n_extra,)
+            θ's entries after the network's (log σ); empty for heads without any.
+
+        Returns
+        -------
+        callable
+            ``draw(out, rng) -> actions``.
+        """
         return lambda out, rng: self.sample(self.phi(out, extra), rng)
 
-    def sample_with_log_prob(self, phi, rng=None):
-        """A :meth:`sample` draw and its :meth:`log_prob`: ``(act, logp_n)``."""
-        act = self.sample(phi, rng)
-        return act, self.log_prob(phi, act)
-
     def extra_fisher(self, v_extra):
-        """The block of F for the parameters beyond the network (none by default)."""
+        """The block of F for the parameters beyond the network (a head with ``n_extra > 0`` defines it).
+
+        Parameters
+        ----------
+        v_extra : array (n_extra,)
+            The extra parameters' part of v.
+
+        Returns
+        -------
+        array (n_extra,)
+        """
         raise NotImplementedError
 
 
@@ -248,8 +520,7 @@ class GaussianHead(Head):
         return DiagGaussian.sample(phi[0], phi[1], rng)
 
     def sampler(self, extra):
-        """``(mean, rng) -> μ + σ ξ`` with σ = exp(log σ) computed once
-        (:meth:`DiagGaussian.sample_std <trpo_ref.distributions.DiagGaussian.sample_std>`)."""
+        """``(mean, rng) -> μ + σ ξ``, σ = exp(log σ) computed once (``DiagGaussian.sample_std``)."""
         std = backend.namespace(extra).exp(extra)
         return lambda out, rng: DiagGaussian.sample_std(out, std, rng)
 
@@ -258,8 +529,7 @@ class GaussianHead(Head):
         return phi[0]
 
     def metric(self, phi, n):
-        """M/N of the mean block as ``rows(u, start, stop)``: 1/(N σ²), shared by every sample,
-        applied in place (u is a fresh product)."""
+        """M/N of the mean block: 1/(N σ²), shared by every sample, applied in place (u is a fresh product)."""
         xp = backend.namespace(phi[1])
         m = xp.exp(-2 * phi[1]) / n
 
@@ -274,8 +544,7 @@ class GaussianHead(Head):
         return 2 * v_extra
 
     def kl_terms(self, phi_p, phi_q):
-        r"""Per-sample size of the terms of KL(p‖q):
-        :math:`\sum_a |\log\sigma_p| + |\log\sigma_q| + (\sigma_p^2 + \Delta\mu^2)/(2\sigma_q^2) + \tfrac12`."""
+        r""":math:`\sum_a |\log\sigma_p| + |\log\sigma_q| + \frac{\sigma_p^2 + \Delta\mu^2}{2\sigma_q^2} + \frac12`."""
         xp = backend.namespace(phi_p[0])
         (mu_p, ls_p), (mu_q, ls_q) = phi_p, phi_q
         t = xp.abs(ls_p) + xp.abs(ls_q) + (xp.exp(2 * ls_p) + (mu_p - mu_q) ** 2) / (2 * xp.exp(2 * ls_q)) + 0.5
@@ -533,14 +802,25 @@ def head_for_space(action_space, log_std_init: float = 0.0) -> Head:
     """
     from gymnasium import spaces
 
-    makers = {
-        spaces.Box: lambda sp: GaussianHead(int(sp.shape[0]), log_std_init),
-        spaces.Discrete: lambda sp: CategoricalHead(int(sp.n)),
-        spaces.MultiDiscrete: lambda sp: MultiCategoricalHead([int(k) for k in sp.nvec]),
-        spaces.MultiBinary: lambda sp: BernoulliHead(int(sp.shape[0])),
-    }
-    make = makers.get(type(action_space))
-    if make is None or len(getattr(action_space, "shape", ()) or (1,)) != 1:
-        raise ValueError(f"no policy head for the action space {action_space}: Box (1-D), Discrete, "
-                         "MultiDiscrete (1-D) or MultiBinary (1-D)")
-    return make(action_space)
+    def refuse(why):
+        return ValueError(f"no policy head for the action space {action_space}: {why}; supported: Box (1-D), "
+                          "Discrete, MultiDiscrete (1-D) and MultiBinary (1-D), starting at 0")
+
+    sp = action_space
+    if isinstance(sp, spaces.Box):
+        if len(sp.shape) != 1:
+            raise refuse(f"a Box of shape {sp.shape} is not 1-D")
+        return GaussianHead(int(sp.shape[0]), log_std_init)
+    if isinstance(sp, spaces.Discrete):
+        if int(sp.start) != 0:
+            raise refuse(f"Discrete starts at {int(sp.start)}")
+        return CategoricalHead(int(sp.n))
+    if isinstance(sp, spaces.MultiDiscrete):
+        if len(sp.nvec.shape) != 1 or np.any(sp.start != 0):
+            raise refuse("MultiDiscrete must be 1-D and start at 0")
+        return MultiCategoricalHead([int(k) for k in sp.nvec])
+    if isinstance(sp, spaces.MultiBinary):
+        if len(sp.shape) != 1:
+            raise refuse(f"a MultiBinary of shape {sp.shape} is not 1-D")
+        return BernoulliHead(int(sp.shape[0]))
+    raise refuse(f"{type(sp).__name__} has no head")

@@ -593,6 +593,9 @@ class GaussianMLPPolicy(MLPPolicy):
         Orthogonal-init gains (√2 and 0.01 as in SB3 / OpenAI baselines).
     """
 
+    kind = "gaussian"
+    continuous_actions = True
+
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (64, 64),
                  activation: str = "tanh", log_std_init: float = 0.0,
                  hidden_gain: float = math.sqrt(2.0), output_gain: float = 0.01):
@@ -615,6 +618,9 @@ class CategoricalMLPPolicy(MLPPolicy):
     activation : {"tanh", "relu"}
     hidden_gain, output_gain : float
     """
+
+    kind = "categorical"
+    continuous_actions = False
 
     def __init__(self, obs_dim: int, n_actions: int, hidden_sizes: Sequence[int] = (64, 64),
                  activation: str = "tanh", hidden_gain: float = math.sqrt(2.0),
@@ -643,6 +649,9 @@ class MultiCategoricalMLPPolicy(MLPPolicy):
     hidden_gain, output_gain : float
     """
 
+    kind = "multicategorical"
+    continuous_actions = False
+
     def __init__(self, obs_dim: int, nvec, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
                  hidden_gain: float = math.sqrt(2.0), output_gain: float = 0.01):
         super().__init__(obs_dim, MultiCategoricalHead(nvec), hidden_sizes, activation, hidden_gain, output_gain)
@@ -667,6 +676,9 @@ class BernoulliMLPPolicy(MLPPolicy):
     activation : {"tanh", "relu"}
     hidden_gain, output_gain : float
     """
+
+    kind = "bernoulli"
+    continuous_actions = False
 
     def __init__(self, obs_dim: int, n: int, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
                  hidden_gain: float = math.sqrt(2.0), output_gain: float = 0.01):

@@ -399,7 +399,7 @@ class VectorRollout:
 
         obs_eo = self.obs_eo
         direct = self._direct_steps()
-        if isinstance(policy, MLPPolicy):
+        if isinstance(policy, MLPPolicy) and type(policy).sample is MLPPolicy.sample:
             sampler = HostSampler(policy, theta)
             act_fn = sampler.act
         else:  # a duck-typed policy: its own sample, log-probabilities as it gives them

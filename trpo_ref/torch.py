@@ -35,7 +35,8 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 
 from .config import PRESETS, TRPOConfig
 from .oracle.compare import param_locator
-from .policy import BernoulliMLPPolicy, CategoricalMLPPolicy, GaussianMLPPolicy, MultiCategoricalMLPPolicy
+from .heads import head_from_spec
+from .policy import policy_for_head
 
 __all__ = ["TorchBridge", "from_module", "to_module", "to_numpy", "actions", "Recorder", "HEADS"]
 
@@ -87,7 +88,7 @@ class TorchBridge:
 
     Attributes
     ----------
-    policy : GaussianMLPPolicy or CategoricalMLPPolicy
+    policy : MLPPolicy
         The same function as the actor (mean and log σ, or logits).
     theta : ndarray (P,)
         The actor's current parameters in θ's layout, float64.
@@ -343,15 +344,11 @@ def from_module(actor: nn.Module, log_std=None, *, head: str | None = None, nvec
         if log_std.numel() != out_dim or sum(d != 1 for d in log_std.shape) > 1:
             _fail(f"log_std has shape {tuple(log_std.shape)}; expected ({out_dim},), (1, {out_dim}) or "
                   f"({out_dim}, 1) for a {out_dim}-dimensional action")
-        policy = GaussianMLPPolicy(obs_dim, out_dim, hidden, act_name)
-    elif head == "categorical":
-        policy = CategoricalMLPPolicy(obs_dim, out_dim, hidden, act_name)
-    elif head == "bernoulli":
-        policy = BernoulliMLPPolicy(obs_dim, out_dim, hidden, act_name)
-    else:
-        if nvec is None or int(np.sum(nvec)) != out_dim:
-            _fail(f"head 'multicategorical' needs nvec with sum {out_dim} (the last layer's outputs), got {nvec!r}")
-        policy = MultiCategoricalMLPPolicy(obs_dim, [int(k) for k in nvec], hidden, act_name)
+    if head == "multicategorical" and (nvec is None or int(np.sum(nvec)) != out_dim):
+        _fail(f"head 'multicategorical' needs nvec with sum {out_dim} (the last layer's outputs), got {nvec!r}")
+    policy = policy_for_head(obs_dim, head_from_spec({"kind": head, "out_dim": out_dim,
+                                                      "nvec": None if nvec is None else [int(k) for k in nvec]}),
+                             hidden, act_name)
     dtypes = {p.dtype for p in actor.parameters()} | ({log_std.dtype} if log_std is not None else set())
     if len(dtypes) != 1 or not dtypes <= {torch.float32, torch.float64}:
         _fail(f"parameters must all be float32 or all float64, got {sorted(map(str, dtypes))}")

@@ -49,7 +49,8 @@ def register_cli(subparsers) -> None:
                    help="TRPOConfig fields (JSON or YAML) on top of --preset, or of the paper's defaults without it")
     p.add_argument("-o", "--output", required=True, help="trace file to write (.npz)")
     syn = p.add_argument_group("synthetic case")
-    syn.add_argument("--policy", choices=("gaussian", "categorical"), help="policy kind of the synthetic case")
+    syn.add_argument("--policy", choices=("gaussian", "categorical", "multicategorical", "bernoulli"),
+                     help="policy kind of the synthetic case")
     syn.add_argument("--seed", type=int, default=0, help="seed of the synthetic case (default 0)")
     syn.add_argument("--n", type=int, default=64, help="batch size (default 64)")
     syn.add_argument("--obs-dim", type=int, default=4, help="observation dimension (default 4)")
