@@ -1,5 +1,6 @@
 """What SB3 / RL-Zoo users expect of the command line (trainer review: defect 8 and the conventions list)."""
 
+import contextlib
 import os
 import signal
 import stat
@@ -194,8 +195,10 @@ def test_async__interrupt_prints_no_worker_traceback(tmp_path, how):
     d = tmp_path / "r"
     args = [sys.executable, "-m", "trpo_ref", "train", "CartPole-v1", "--async", "--n-envs", "2", "--n-steps", "64",
             "--total-steps", "1000000", "--quiet", "--no-plot", "--out", str(d)]
-    proc = subprocess.Popen(args, env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    # PYTHONFAULTHANDLER: should the trainer hang after the signal, SIGABRT below makes it print every thread's
+    # stack, so that the failure says where (a rare hang under load in full-suite runs, not reproduced alone).
+    proc = subprocess.Popen(args, env={**ENV, "PYTHONFAULTHANDLER": "1"}, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if (d / "progress.csv").exists() and len((d / "progress.csv").read_text().splitlines()) >= 3:
@@ -206,7 +209,14 @@ def test_async__interrupt_prints_no_worker_traceback(tmp_path, how):
         os.killpg(proc.pid, signal.SIGINT)  # the terminal sends SIGINT to the whole process group
     else:
         proc.send_signal(signal.SIGTERM)  # `kill PID`: the trainer only
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGABRT)  # faulthandler dumps the stacks, then the process ends
+        _, err = proc.communicate(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the workers, if the trainer left them
+        pytest.fail(f"the trainer did not stop within 60 s of the signal; its stacks:\n{err}")
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines() == ["trpo-ref train: interrupted"], err
     assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]
