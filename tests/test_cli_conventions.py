@@ -195,10 +195,13 @@ def test_async__interrupt_prints_no_worker_traceback(tmp_path, how):
     d = tmp_path / "r"
     args = [sys.executable, "-m", "trpo_ref", "train", "CartPole-v1", "--async", "--n-envs", "2", "--n-steps", "64",
             "--total-steps", "1000000", "--quiet", "--no-plot", "--out", str(d)]
-    # PYTHONFAULTHANDLER: should the trainer hang after the signal, SIGABRT below makes it print every thread's
-    # stack, so that the failure says where (a rare hang under load in full-suite runs, not reproduced alone).
+    # The trainer starts with SIGINT at its default action, as a terminal starts it.  A test run launched as a
+    # background job of a non-interactive shell has SIGINT ignored, and the trainer would inherit that and
+    # never see the Ctrl-C (seen: the run went on in CG 60 s after the signal).  PYTHONFAULTHANDLER: should the
+    # trainer still not stop, SIGABRT below makes it print every thread's stack, so that the failure says where.
     proc = subprocess.Popen(args, env={**ENV, "PYTHONFAULTHANDLER": "1"}, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if (d / "progress.csv").exists() and len((d / "progress.csv").read_text().splitlines()) >= 3:
