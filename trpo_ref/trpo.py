@@ -307,7 +307,7 @@ def prepare_update(policy, theta, batch: Batch, config: TRPOConfig, x0=None) -> 
 
     Parameters
     ----------
-    policy : GaussianMLPPolicy or CategoricalMLPPolicy
+    policy : MLPPolicy
     theta : array (P,)
         θ_old (decides the backend, device and dtype).
     batch : Batch
@@ -365,7 +365,7 @@ def trpo_step(policy, theta, batch: Batch, config: TRPOConfig = TRPOConfig(), *,
 
     Parameters
     ----------
-    policy : GaussianMLPPolicy or CategoricalMLPPolicy
+    policy : MLPPolicy
     theta : array (P,)
         θ_old.
     batch : Batch

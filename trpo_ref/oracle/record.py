@@ -38,7 +38,7 @@ def compute_trace(policy, theta, batch: Batch, config: TRPOConfig | None = None,
 
     Parameters
     ----------
-    policy : GaussianMLPPolicy or CategoricalMLPPolicy
+    policy : MLPPolicy
     theta : array (P,)
         θ_old (any backend and dtype; stored on the host in its dtype).
     batch : Batch
