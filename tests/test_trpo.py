@@ -379,12 +379,24 @@ def test_policy_at__gives_the_policy_methods_bit_for_bit():
     for kind in ("gaussian", "categorical"):
         pi, theta, b, _ = make_case(kind, 22)
         at = pi.at(theta, b.obs, b.act)
-        np.testing.assert_array_equal(at.log_prob(), pi.log_prob(theta, b.obs, b.act))
-        np.testing.assert_array_equal(at.surrogate(b.adv, b.logp_old), pi.surrogate(theta, b.obs, b.act, b.adv, b.logp_old))
+        # log_prob, surrogate(_grad) and entropy(_grad) of the policy are PolicyAt's; they are checked here
+        # against the same formulas composed from the policy's own forward pass (_dist), head and pull-back
+        phi, cache = pi._dist(theta, b.obs)
+        n, head = len(b), pi.head
+        logp = head.log_prob(phi, b.act)
+        w_n = np.exp(logp - b.logp_old) * b.adv / n
+        np.testing.assert_array_equal(at.log_prob(), logp)
+        np.testing.assert_array_equal(pi.log_prob(theta, b.obs, b.act), logp)
+        np.testing.assert_array_equal(at.surrogate(b.adv, b.logp_old), np.mean(np.exp(logp - b.logp_old) * b.adv))
+        np.testing.assert_array_equal(pi.surrogate(theta, b.obs, b.act, b.adv, b.logp_old),
+                                      np.mean(np.exp(logp - b.logp_old) * b.adv))
         np.testing.assert_array_equal(at.surrogate_grad(b.adv, b.logp_old),
-                                      pi.surrogate_grad(theta, b.obs, b.act, b.adv, b.logp_old))
-        np.testing.assert_array_equal(at.entropy(), pi.entropy(theta, b.obs))
-        np.testing.assert_array_equal(at.entropy_grad(), pi.entropy_grad(theta, b.obs))
+                                      pi._pullback(theta, cache, head.scale(head.log_prob_grad(phi, b.act), w_n)))
+        np.testing.assert_array_equal(pi.surrogate_grad(theta, b.obs, b.act, b.adv, b.logp_old),
+                                      pi._pullback(theta, cache, head.scale(head.log_prob_grad(phi, b.act), w_n)))
+        np.testing.assert_array_equal(at.entropy(), np.mean(head.entropy(phi, n)))
+        np.testing.assert_array_equal(pi.entropy(theta, b.obs), np.mean(head.entropy(phi, n)))
+        np.testing.assert_array_equal(at.entropy_grad(), pi._pullback(theta, cache, head.entropy_grad(phi, n)))
         theta2 = theta + 0.01 * np.random.default_rng(0).standard_normal(theta.shape)
         for reverse in (False, True):
             np.testing.assert_array_equal(pi.at(theta2, b.obs, b.act).kl(at, reverse),

@@ -313,9 +313,7 @@ class MLPPolicy:
         -------
         logp_n : array (N,)
         """
-        theta_p, obs_no, act = self._check_inputs(theta_p, obs_no, act)
-        phi, _ = self._dist(theta_p, obs_no)
-        return self.head.log_prob(phi, act)
+        return self.at(theta_p, obs_no, act).log_prob()
 
     def log_prob_grad(self, theta_p, obs_no, act, weights_n):
         r""":math:`\sum_n w_n \nabla_\theta\log\pi_\theta(a_n|s_n)`, shape (P,).
@@ -357,10 +355,7 @@ class MLPPolicy:
         -------
         h : 0-d array
         """
-        xp = backend.namespace(theta_p)
-        theta_p, obs_no = self._check_inputs(theta_p, obs_no)
-        phi, _ = self._dist(theta_p, obs_no)
-        return xp.mean(self.head.entropy(phi, obs_no.shape[0]))
+        return self.at(theta_p, obs_no).entropy()
 
     def entropy_grad(self, theta_p, obs_no):
         r""":math:`\nabla_\theta \bar H(\theta)`, shape (P,).
@@ -378,9 +373,7 @@ class MLPPolicy:
         -------
         grad_p : array (P,)
         """
-        theta_p, obs_no = self._check_inputs(theta_p, obs_no)
-        phi, cache = self._dist(theta_p, obs_no)
-        return self._pullback(theta_p, cache, self.head.entropy_grad(phi, obs_no.shape[0]))
+        return self.at(theta_p, obs_no).entropy_grad()
 
     def kl(self, theta_old_p, theta_p, obs_no, reverse: bool = False):
         r"""Mean KL :math:`\frac1N\sum_n KL(\pi_{old}(\cdot|s_n)\,\|\,\pi_\theta(\cdot|s_n))` (0-d array).
@@ -461,11 +454,7 @@ class MLPPolicy:
         -------
         surr : 0-d array
         """
-        xp = backend.namespace(theta_p)
-        theta_p, obs_no, act, adv_n, logp_old_n = self._check_inputs(theta_p, obs_no, act, adv_n, logp_old_n)
-        phi, _ = self._dist(theta_p, obs_no)
-        ratio_n = xp.exp(self.head.log_prob(phi, act) - logp_old_n)
-        return xp.mean(ratio_n * adv_n)
+        return self.at(theta_p, obs_no, act).surrogate(adv_n, logp_old_n)
 
     def surrogate_grad(self, theta_p, obs_no, act, adv_n, logp_old_n):
         r"""Gradient of :meth:`surrogate`, shape (P,).
@@ -491,11 +480,7 @@ class MLPPolicy:
         -------
         grad_p : array (P,)
         """
-        xp = backend.namespace(theta_p)
-        theta_p, obs_no, act, adv_n, logp_old_n = self._check_inputs(theta_p, obs_no, act, adv_n, logp_old_n)
-        phi, cache = self._dist(theta_p, obs_no)
-        w_n = xp.exp(self.head.log_prob(phi, act) - logp_old_n) * adv_n / obs_no.shape[0]
-        return self._pullback(theta_p, cache, self.head.scale(self.head.log_prob_grad(phi, act), w_n))
+        return self.at(theta_p, obs_no, act).surrogate_grad(adv_n, logp_old_n)
 
     def fisher_operator(self, theta_p, obs_no, damping: float = 0.0, *, forward=None) -> "FisherOperator":
         r"""A :class:`FisherOperator` at θ with the forward pass done once.
@@ -723,6 +708,11 @@ class PolicyAt:
     def _vec(self, x_n, name):
         return self.policy._check_vec(x_n, self.n, self.theta, name)
 
+    def _ratio(self, adv_n, logp_old_n):
+        """``(r_n, Â_n)``: the checked advantages and the ratio :math:`e^{\log\pi_\theta - \log\pi_{old}}`."""
+        adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
+        return self._xp.exp(self.log_prob() - logp_old_n), adv_n
+
     def log_prob(self):
         r""":math:`\log\pi_\theta(a_n|s_n)`, shape (N,) (cached)."""
         if self.act is None:
@@ -745,8 +735,8 @@ class PolicyAt:
         -------
         surr : 0-d array
         """
-        adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
-        return self._xp.mean(self._xp.exp(self.log_prob() - logp_old_n) * adv_n)
+        ratio_n, adv_n = self._ratio(adv_n, logp_old_n)
+        return self._xp.mean(ratio_n * adv_n)
 
     def surrogate_terms(self, adv_n, logp_old_n) -> float:
         r"""Size of the surrogate's terms, :math:`\frac1N\sum_n |r_n\hat A_n|` (host float).
@@ -762,9 +752,8 @@ class PolicyAt:
         -------
         float
         """
-        adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
-        xp = self._xp
-        return backend.to_float(xp.mean(xp.abs(xp.exp(self.log_prob() - logp_old_n) * adv_n)))
+        ratio_n, adv_n = self._ratio(adv_n, logp_old_n)
+        return backend.to_float(self._xp.mean(self._xp.abs(ratio_n * adv_n)))
 
     def surrogate_grad(self, adv_n, logp_old_n):
         r""":math:`\nabla L` (P,), as :meth:`GaussianMLPPolicy.surrogate_grad`.
@@ -780,8 +769,8 @@ class PolicyAt:
         -------
         grad_p : array (P,)
         """
-        adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
-        w_n = self._xp.exp(self.log_prob() - logp_old_n) * adv_n / self.n
+        ratio_n, adv_n = self._ratio(adv_n, logp_old_n)
+        w_n = ratio_n * adv_n / self.n
         pol, head = self.policy, self.policy.head
         return pol._pullback(self.theta, self.cache, head.scale(head.log_prob_grad(self.phi, self.act), w_n))
 
