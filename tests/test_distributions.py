@@ -237,24 +237,30 @@ def test_bernoulli__worked_example_by_hand(xb):
                                rtol=1e-14)
 
 
+def _check_logits_distribution(xb, name, dist, z, y, act, v, kl_floor):
+    """Every derivative of a logits distribution (MultiCategorical, Bernoulli) against central differences along
+    v, its metric against differences of kl_grad_q, KL >= kl_floor and KL(p, p) = 0 exactly."""
+    X = xb.asarray
+    for quantity, analytic, f in [
+        ("log_prob_grad", dist.log_prob_grad(X(z), X(act)), lambda t: dist.log_prob(z + t * v, act)),
+        ("entropy_grad", dist.entropy_grad(X(z)), lambda t: dist.entropy(z + t * v)),
+        ("kl_grad_q", dist.kl_grad_q(X(z), X(y)), lambda t: dist.kl(z, y + t * v)),
+        ("kl_grad_p", dist.kl_grad_p(X(z), X(y)), lambda t: dist.kl(z + t * v, y)),
+    ]:
+        check_fd(f"{name}.{quantity}", np.sum(_np(analytic) * v, axis=1), central_diff(f, 0.0, 1.0))
+    fd = central_diff(lambda t: dist.kl_grad_q(z, z + t * v), 0.0, 1.0)
+    check_fd(f"{name}.fisher_product (vs FD of kl_grad_q)", _np(dist.fisher_product(X(z), X(v))), fd)
+    assert np.all(_np(dist.kl(X(z), X(y))) >= kl_floor)
+    np.testing.assert_array_equal(_np(dist.kl(X(z), X(z))), 0.0)
+
+
 @given(case=multicategorical_params())
 def test_multicategorical_derivatives__match_central_differences(xb, case):
     nvec, z, y, rng = case
     mc = MultiCategorical(nvec)
     act = np.stack([rng.integers(0, k, z.shape[0]) for k in mc.nvec], axis=1)
     v = rng.standard_normal(z.shape)
-    X = xb.asarray
-    for name, analytic, f in [
-        ("log_prob_grad", mc.log_prob_grad(X(z), X(act)), lambda t: mc.log_prob(z + t * v, act)),
-        ("entropy_grad", mc.entropy_grad(X(z)), lambda t: mc.entropy(z + t * v)),
-        ("kl_grad_q", mc.kl_grad_q(X(z), X(y)), lambda t: mc.kl(z, y + t * v)),
-        ("kl_grad_p", mc.kl_grad_p(X(z), X(y)), lambda t: mc.kl(z + t * v, y)),
-    ]:
-        check_fd(f"MultiCategorical.{name}", np.sum(_np(analytic) * v, axis=1), central_diff(f, 0.0, 1.0))
-    fd = central_diff(lambda t: mc.kl_grad_q(z, z + t * v), 0.0, 1.0)
-    check_fd("MultiCategorical.fisher_product (vs FD of kl_grad_q)", _np(mc.fisher_product(X(z), X(v))), fd)
-    assert np.all(_np(mc.kl(X(z), X(y))) >= 0)
-    np.testing.assert_array_equal(_np(mc.kl(X(z), X(z))), 0.0)
+    _check_logits_distribution(xb, "MultiCategorical", mc, z, y, act, v, kl_floor=0.0)
 
 
 @given(case=logit_pairs())
@@ -262,18 +268,8 @@ def test_bernoulli_derivatives__match_central_differences(xb, case):
     z, y, rng = case
     act = rng.integers(0, 2, z.shape)
     v = rng.standard_normal(z.shape)
-    X = xb.asarray
-    for name, analytic, f in [
-        ("log_prob_grad", Bernoulli.log_prob_grad(X(z), X(act)), lambda t: Bernoulli.log_prob(z + t * v, act)),
-        ("entropy_grad", Bernoulli.entropy_grad(X(z)), lambda t: Bernoulli.entropy(z + t * v)),
-        ("kl_grad_q", Bernoulli.kl_grad_q(X(z), X(y)), lambda t: Bernoulli.kl(z, y + t * v)),
-        ("kl_grad_p", Bernoulli.kl_grad_p(X(z), X(y)), lambda t: Bernoulli.kl(z + t * v, y)),
-    ]:
-        check_fd(f"Bernoulli.{name}", np.sum(_np(analytic) * v, axis=1), central_diff(f, 0.0, 1.0))
-    fd = central_diff(lambda t: Bernoulli.kl_grad_q(z, z + t * v), 0.0, 1.0)
-    check_fd("Bernoulli.fisher_product (vs FD of kl_grad_q)", _np(Bernoulli.fisher_product(X(z), X(v))), fd)
-    assert np.all(_np(Bernoulli.kl(X(z), X(y))) >= -1e-15)  # a sum of two non-negative-in-exact terms
-    np.testing.assert_array_equal(_np(Bernoulli.kl(X(z), X(z))), 0.0)
+    _check_logits_distribution(xb, "Bernoulli", Bernoulli, z, y, act, v,
+                               kl_floor=-1e-15)  # a sum of two non-negative-in-exact terms
 
 
 def test_multicategorical_and_bernoulli__finite_for_logits_of_magnitude_100(xb):

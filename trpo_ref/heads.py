@@ -564,7 +564,7 @@ class _LogitsHead(Head):
     which share their names and signatures.
     """
 
-    dist = Categorical
+    dist = None  # set by each head
 
     def log_prob(self, logits, act):
         """log p(a), summed over sub-actions or bits."""
@@ -631,6 +631,7 @@ class CategoricalHead(_LogitsHead):
     """
 
     kind = "categorical"
+    dist = Categorical
 
     def __init__(self, n_actions: int):
         if isinstance(n_actions, bool) or int(n_actions) < 2:
@@ -732,13 +733,13 @@ class BernoulliHead(_IntegerRowsHead):
     """
 
     kind = "bernoulli"
+    dist = Bernoulli
 
     def __init__(self, n: int):
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
         self.n = self.out_dim = self.act_dim = int(n)
         self.bounds = (2,) * self.n
-        self.dist = Bernoulli
 
     @property
     def mean_reduction_size(self) -> int:
