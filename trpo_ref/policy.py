@@ -709,7 +709,7 @@ class PolicyAt:
         return self.policy._check_vec(x_n, self.n, self.theta, name)
 
     def _ratio(self, adv_n, logp_old_n):
-        """``(r_n, Â_n)``: the checked advantages and the ratio :math:`e^{\log\pi_\theta - \log\pi_{old}}`."""
+        r"""``(r_n, Â_n)``: the checked advantages and the ratio :math:`e^{\log\pi_\theta - \log\pi_{old}}`."""
         adv_n, logp_old_n = self._vec(adv_n, "adv"), self._vec(logp_old_n, "logp_old")
         return self._xp.exp(self.log_prob() - logp_old_n), adv_n
 

@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 
 from .config import PRESETS, TRPOConfig
 from .oracle.compare import param_locator
+from .heads import HEADS as _HEAD_CLASSES
 from .heads import head_from_spec
 from .policy import policy_for_head
 
@@ -42,7 +43,7 @@ __all__ = ["TorchBridge", "from_module", "to_module", "to_numpy", "actions", "Re
 
 #: Policy heads :func:`from_module` builds: a Gaussian (with ``log_std``), or logits of a categorical, a
 #: MultiDiscrete (``nvec``) or a MultiBinary (Bernoulli) action.
-HEADS = ("gaussian", "categorical", "multicategorical", "bernoulli")
+HEADS = tuple(_HEAD_CLASSES)
 
 _ACTIVATIONS = {nn.Tanh: "tanh", nn.ReLU: "relu"}
 _NO_OPS = (nn.Identity, nn.Flatten, nn.Dropout)  # Dropout only in eval mode (checked)

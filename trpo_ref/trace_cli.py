@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .cli import CLIError, one_line_errors
+from .heads import HEADS
 
 __all__ = ["register_cli", "cmd_trace", "cmd_check", "config_from_file"]
 
@@ -49,7 +50,7 @@ def register_cli(subparsers) -> None:
                    help="TRPOConfig fields (JSON or YAML) on top of --preset, or of the paper's defaults without it")
     p.add_argument("-o", "--output", required=True, help="trace file to write (.npz)")
     syn = p.add_argument_group("synthetic case")
-    syn.add_argument("--policy", choices=("gaussian", "categorical", "multicategorical", "bernoulli"),
+    syn.add_argument("--policy", choices=tuple(HEADS),
                      help="policy kind of the synthetic case")
     syn.add_argument("--seed", type=int, default=0, help="seed of the synthetic case (default 0)")
     syn.add_argument("--n", type=int, default=64, help="batch size (default 64)")
