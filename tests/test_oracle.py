@@ -9,7 +9,6 @@ must pass the stage-wise check; each planted bug must be named first at its own 
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from trpo_ref.oracle import (
     recompute,
     schema,
 )
-from trpo_ref.oracle.cases import candidate_update, golden_cases, realistic_case, synthetic_case
+from trpo_ref.oracle.cases import candidate_update, realistic_case, synthetic_case
 from trpo_ref.oracle.stagewise import check_stagewise
 from trpo_ref.trpo import PRESETS, TRPOConfig
 

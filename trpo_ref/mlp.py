@@ -427,9 +427,9 @@ class MLP:
         derivs = [self._act_deriv(cache, l) for l in range(L - 1)]
         # Per layer l: packed rows [h_l | 1 | ḣ_l] (ḣ_0 = 0: [x | 1]) and, for l >= 1,
         # the stacked [Ẇ_l; ḃ_l; W_l], so that ż_l = [h | 1 | ḣ] @ [Ẇ; ḃ; W].
-        packed, stacked, tangent = [], [], []
+        packed, stacked = [], []
         for l in range(L):
-            k, (s, w, e) = sizes[l], self._offsets[l]
+            k, (s, _, e) = sizes[l], self._offsets[l]
             buf = np.empty((rows, 2 * k + 1 if l else k + 1), dtype=dtype)
             buf[:, k] = 1
             packed.append(buf)

@@ -297,7 +297,6 @@ def torch_actors(dtype: str = "float64", kinds=("gaussian", "categorical"), **po
     Gaussian and categorical by default, so ``from_module(actor, log_std)`` reads them
     as they are; for the other heads draw :func:`policies` and pass ``head`` (and ``nvec``).
     """
-    from hypothesis import strategies as st
 
     def make(pt):
         import torch

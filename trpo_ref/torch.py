@@ -22,7 +22,6 @@ followed by ``log_std`` when it is not one of the actor's parameters.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -556,7 +555,6 @@ class Recorder:
         if self._theta_new is None:
             raise ValueError("Recorder.trace: record θ_new first (rec.theta_new())")
         ft = np.float32 if self.dtype == "float32" else np.float64
-        P = self.bridge.num_params
         arr: dict[str, np.ndarray] = {k: v.copy() for k, v in self.inputs.items()}
         products = list(self.products)
         x = self.values.get("step_dir")
