@@ -259,6 +259,18 @@ def test_preset__overrides_and_round_trip():
         TRPOConfig.from_dict({"max_k": 0.1})
 
 
+@pytest.mark.parametrize("cls", ["TRPOConfig", "TrainConfig"])
+@pytest.mark.parametrize("bad", [5, [("delta", 0.01)], "delta"])
+def test_config_from_dict__refuses_a_non_dict_in_one_line(cls, bad):
+    # Both configs share config.checked_fields: a ValueError naming the type,
+    # never a TypeError from set(5) or a dict built from pairs.
+    from trpo_ref.train import TrainConfig
+
+    config_cls = {"TRPOConfig": TRPOConfig, "TrainConfig": TrainConfig}[cls]
+    with pytest.raises(ValueError, match=rf"^{cls}\.from_dict needs a dict, got {type(bad).__name__}$"):
+        config_cls.from_dict(bad)
+
+
 def test_sb3_mean_reduction__divides_kl_and_fisher_by_act_dim():
     pi, theta, b, _ = make_case("gaussian", 11)
     base = TRPOConfig(kl_direction="new_old")

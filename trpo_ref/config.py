@@ -241,11 +241,31 @@ class TRPOConfig:
         -------
         TRPOConfig
         """
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TRPOConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return cls(**checked_fields(cls, d))
+
+
+def checked_fields(cls, d) -> dict:
+    """A copy of ``d`` once it is known to be a dict of field names of the dataclass ``cls``.
+
+    The check both configs' ``from_dict`` make (one-line errors: not a dict, or
+    the unknown keys by name).
+
+    Parameters
+    ----------
+    cls : dataclass type
+    d : dict
+        Field name to value.
+
+    Returns
+    -------
+    dict
+    """
+    if not isinstance(d, dict):
+        raise ValueError(f"{cls.__name__}.from_dict needs a dict, got {type(d).__name__}")
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+    return dict(d)
 
 
 #: Each library's update; verified against its source (docs/presets.md cites file and line).

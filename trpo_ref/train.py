@@ -40,10 +40,9 @@ import dataclasses
 import json
 import math
 import numbers
-import os
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -51,6 +50,7 @@ import numpy as np
 
 from . import backend, rundir
 from .advantages import gae
+from .config import checked_fields
 from .fileio import atomic_savez, atomic_write_text
 from .normalize import ObsNormalizer, RewardScaler
 from .heads import head_for_space
@@ -263,12 +263,7 @@ class TrainConfig:
         -------
         TrainConfig
         """
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        if not isinstance(d, dict):
-            raise ValueError(f"TrainConfig.from_dict needs a dict, got {type(d).__name__}")
-        d = dict(d)
+        d = checked_fields(cls, d)
         for k in ("hidden_sizes", "vf_hidden_sizes"):
             if isinstance(d.get(k), list):
                 d[k] = tuple(d[k])
