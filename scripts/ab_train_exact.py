@@ -10,6 +10,12 @@ of iterations) into a temp dir, then compares between the trees: ``progress.csv`
 critic w, Adam moments; its meta, the generators' states,
 without ``wall_s``) byte for byte.  Exit status 0 when all are identical, 1 and
 the first differences otherwise.
+
+``--time-reps K`` then times the two trees: K repetitions, each training both trees once more in turn (the
+first one swapped every repetition), OPENBLAS_NUM_THREADS=1; a run's time per iteration is the median of its
+iterations' ``wall_s`` increments, the first iteration left out (first calls, caches).  Printed per env: each
+tree's ms per iteration and the ratio base / head per repetition, median (min-max) over the repetitions.
+Drop ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` and pin the process (``taskset -c 0``) for timing.
 """
 
 import argparse
@@ -59,6 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cartpole-iters", type=int, default=6)
     ap.add_argument("--hopper-iters", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time-reps", type=int, default=0, help="interleaved timing repetitions after the check")
     args = ap.parse_args(argv)
     sys.path.insert(0, args.head)
     from trpo_ref.train import WALL_CLOCK_COLUMNS
@@ -93,7 +100,35 @@ def main(argv=None) -> int:
                             if r != s:
                                 print(f"   row {i}:\n     base {r}\n     head {s}")
                                 break
+        if args.time_reps > 0:
+            _time(args, Path(tmp))
     return 1 if bad else 0
+
+
+def _time(args, tmp: Path) -> None:
+    import os
+
+    import numpy as np
+
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for env_id, iters in (("CartPole-v1", args.cartpole_iters), ("Hopper-v5", args.hopper_iters)):
+        if iters < 2:
+            continue
+        ms = {"base": [], "head": []}
+        for rep in range(args.time_reps):
+            for name in (("base", "head") if rep % 2 == 0 else ("head", "base")):
+                out = tmp / f"time-{name}-{env_id}-{rep}"
+                subprocess.run([sys.executable, "-c", CHILD, getattr(args, name), str(out), env_id, str(iters),
+                                str(args.seed)], check=True, env=env)
+                rows = [row.split(",") for row in _table(out / "progress.csv")]
+                col = rows[0].index("wall_s")
+                wall = [float(row[col]) for row in rows[1:]]
+                ms[name].append(1e3 * float(np.median(np.diff(wall))))
+        a, b = np.array(ms["base"]), np.array(ms["head"])
+        q = a / b
+        print(f"{env_id}, ms per iteration ({iters - 1} timed of {iters}): base {np.median(a):.1f} "
+              f"({a.min():.1f}-{a.max():.1f}), head {np.median(b):.1f} ({b.min():.1f}-{b.max():.1f}); base/head "
+              f"{np.median(q):.3f}x ({q.min():.3f}-{q.max():.3f}), {args.time_reps} reps")
 
 
 if __name__ == "__main__":
