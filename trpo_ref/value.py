@@ -577,7 +577,8 @@ def fit_adam(vf: ValueFunction, w_p, obs_no, ret_n, *, epochs: int = 10, batch_s
 
     loss_before = backend.to_float(vf._loss(w_p, obs_no, ret_n))
     if _MinibatchAdamNumpy.applies(vf, w_p, obs_no, ret_n, state):
-        w_p, state, n_steps = _MinibatchAdamNumpy(vf, w_p, batch_size).fit(obs_no, ret_n, perm_host, state)
+        loop = _MinibatchAdamNumpy(vf, w_p, min(batch_size, n))  # a batch over N is one minibatch of N
+        w_p, state, n_steps = loop.fit(obs_no, ret_n, perm_host, state)
         return w_p, FitInfo(loss_before, backend.to_float(vf._loss(w_p, obs_no, ret_n)), n_steps, state)
 
     perm_en = backend.from_numpy(perm_host, xp, backend.device_of(w_p), xp.int64)  # host -> device, once
@@ -629,9 +630,9 @@ class _MinibatchAdamNumpy:
         return (vf.activation == "tanh" and all(type(a) is np.ndarray for a in arrays)
                 and w_p.dtype in (np.float32, np.float64) and all(a.dtype == w_p.dtype for a in arrays))
 
-    def __init__(self, vf: ValueFunction, w_p, batch_size: int):
+    def __init__(self, vf: ValueFunction, w_p, rows: int):
         mlp, dtype = vf.mlp, w_p.dtype
-        self.rows = rows = batch_size
+        self.rows = rows  # minibatch size (the last minibatch of an epoch may be shorter)
         self.w_p = np.array(w_p, copy=True)  # updated in place; the caller's array is left as it was
         self.grad_p = np.empty_like(w_p)
         self.tmp_p = np.empty_like(w_p)
