@@ -248,8 +248,8 @@ class RewardScaler:
     def _returns_python(self, rew_te, done_te):
         r"""The running returns :math:`G_t` (T, E) and the carried :math:`G` (E,), on Python floats.
 
-        The vectorised loop over T costs four array operations of E elements per step (5.1 ms at
-        T = 2048, E = 1, measured; 1.3 ms here); Python floats are IEEE doubles and each env's
+        The vectorised loop over T costs four array operations of E elements per step (6.3 ms at
+        T = 2048, E = 1, against 0.26 ms here, measured); Python floats are IEEE doubles and each env's
         recursion is the same expression in the same order, so the numbers are the same bit for
         bit (tests/test_normalize.py).
         """
