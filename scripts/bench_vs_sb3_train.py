@@ -36,7 +36,9 @@ processes hits both:
    env)`` with its defaults, ``--solve-seeds`` seeds.  Solved = the mean return
    of the last 20 finished episodes reaches 475; the clock starts when training
    starts (after the model is built) and is read at the end of the iteration
-   where the criterion is first met.
+   where the criterion is first met.  Interleaved seed by seed: the two runs of
+   a seed back to back, trpo_ref first on even seeds and SB3-contrib first on
+   odd ones (:func:`solve_order`); the ratio is taken per seed.
 
 ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``: when set (this machine sets the
 core type to Haswell, which slows current OpenBLAS on its AVX-512 processor),
@@ -46,7 +48,8 @@ loaded (threadpoolctl).
 
 Writes the Markdown between ``<!-- train:begin -->`` and ``<!-- train:end -->``
 of ``--md`` (docs/performance.md).  ``--quick`` (seconds: CartPole-v1's
-throughput only, one tiny repetition, no solve) writes to a new temporary directory and never
+throughput, one tiny repetition; the solve cut at 2048 steps on seeds 0 and 1, so that
+nothing solves but both orders run) writes to a new temporary directory and never
 into docs/ (its budget: 2 repetitions of 2 × 32 steps, when mujoco is installed).
 
 Usage::
@@ -309,7 +312,9 @@ def env_step_costs(n_envs_list=(1, 8, 64), steps: int = 2000, reps: int = 5) -> 
     """µs per env step of CartPole-v1 three ways, interleaved, median over ``reps``: gymnasium's
     SyncVectorEnv, the bare envs the rollout steps (``VectorRollout._direct_steps``), and gymnasium's own
     vectorised CartPole (``make_vec(..., vectorization_mode="vector_entry_point")``); constant action 0,
-    the first two resetting an env whose episode ended, the third autoresetting itself (NEXT_STEP)."""
+    the first two resetting an env whose episode ended (through ``SyncVectorEnv.reset``, and each env
+    itself, as :meth:`VectorRollout._reset` does for each path), the third autoresetting itself
+    (NEXT_STEP)."""
     import gymnasium as gym
 
     from trpo_ref.rollout import VectorRollout
@@ -317,18 +322,21 @@ def env_step_costs(n_envs_list=(1, 8, 64), steps: int = 2000, reps: int = 5) -> 
     rows = []
     for E in n_envs_list:
         n = max(steps // E, 50)
-        roll = VectorRollout("CartPole-v1", E, seed=0)
+        roll = VectorRollout("CartPole-v1", E, seed=0)  # the rollout's path: bare steps, each env reset itself
         roll.start()
         direct = roll._direct_steps()
+        roll_sync = VectorRollout("CartPole-v1", E, seed=0)  # the fallback: SyncVectorEnv's step and reset
+        roll_sync._direct = False
+        roll_sync.start()
         vec = gym.make_vec("CartPole-v1", num_envs=E, vectorization_mode="vector_entry_point")
         vec.reset(seed=0)
         a_e = np.zeros(E, dtype=np.int64)
 
         def sync():
             for _ in range(n):
-                _, _, te, tr, _ = roll.envs.step(a_e)
+                obs, _, te, tr, _ = roll_sync.envs.step(a_e)
                 if (te | tr).any():
-                    roll._reset(te | tr)
+                    roll_sync._reset(te | tr, obs)
 
         def bare():
             for _ in range(n):
@@ -338,7 +346,7 @@ def env_step_costs(n_envs_list=(1, 8, 64), steps: int = 2000, reps: int = 5) -> 
                     if te or tr:
                         done.append(i)
                 if done:
-                    roll._reset(np.isin(np.arange(E), done))
+                    roll._reset(np.isin(np.arange(E), done), roll.obs_eo)
 
         def vector():
             for _ in range(n):
@@ -351,6 +359,7 @@ def env_step_costs(n_envs_list=(1, 8, 64), steps: int = 2000, reps: int = 5) -> 
                 f()
                 t[f].append((time.perf_counter() - t0) / (n * E) * 1e6)
         roll.close()
+        roll_sync.close()
         vec.close()
         m = {f.__name__: float(np.median(v)) for f, v in t.items()}
         rows.append(f"| {E} | {m['sync']:.2f} | {m['bare']:.2f} | {m['vector']:.2f} |")
@@ -511,6 +520,11 @@ def budget_lines(env_id: str, b: dict) -> list[str]:
 
 
 # ----------------------------------------------------------------------- helpers
+def solve_order(seed: int) -> tuple[str, str]:
+    """Which library times its solve first for ``seed``: trpo_ref on even seeds, SB3-contrib on odd ones."""
+    return ("trpo_ref", "SB3-contrib") if seed % 2 == 0 else ("SB3-contrib", "trpo_ref")
+
+
 def med(xs) -> str:
     xs = np.asarray(xs, dtype=float)
     xs = xs[np.isfinite(xs)]
@@ -543,11 +557,13 @@ def main() -> int:
     ap.add_argument("--no-budget", action="store_true", help="leave out the per-env-step budget table")
     ap.add_argument("--md", default=None, help="Markdown file to write (default docs/performance.md)")
     ap.add_argument("--quick", action="store_true",
-                    help="seconds: CartPole-v1, 1 rep, 2 iterations of 256 steps, no solve; a temporary directory")
+                    help="seconds: CartPole-v1, 1 rep, 2 iterations of 256 steps, a 2048-step solve on 2 seeds; "
+                         "a temporary directory")
     args = ap.parse_args()
     n_steps, budget_steps = None, None
     if args.quick:
-        args.envs, args.reps, args.iters, args.solve_seeds, n_steps = ["CartPole-v1"], 1, 2, 0, 256
+        args.envs, args.reps, args.iters, args.solve_seeds, n_steps = ["CartPole-v1"], 1, 2, 2, 256
+        args.solve_budget = 2048  # one iteration per library and seed: nothing solves, both orders run
         args.budget_reps, budget_steps = 2, 32
         md = Path(tempfile.mkdtemp(prefix="bench_train_")) / "performance.md"
         if args.md is not None:
@@ -605,14 +621,18 @@ def main() -> int:
         from trpo_ref.train import build_configs
 
         solve_o, solve_s = [], []
-        for seed in range(args.solve_seeds):
+        for seed in range(args.solve_seeds):  # interleaved: the two runs of a seed back to back, the first swapped
             cfg, tc = build_configs("CartPole-v1", "sb3-contrib", {"seed": seed, "total_steps": args.solve_budget})
-            o = ours_train(cfg, tc, Path(tmp) / f"solve{seed}")
-            s = sb3_run(cfg, tc, seed, stop_when_solved=True, defaults=True)
+            runs = {"trpo_ref": lambda: ours_train(cfg, tc, Path(tmp) / f"solve{seed}"),
+                    "SB3-contrib": lambda: sb3_run(cfg, tc, seed, stop_when_solved=True, defaults=True)}
+            order = solve_order(seed)
+            got = {name: runs[name]() for name in order}
+            o, s = got["trpo_ref"], got["SB3-contrib"]
             solve_o.append(o)
             solve_s.append(s)
-            print(f"solve seed {seed}: trpo_ref {o['solved_wall']:.2f} s at {o['solved_steps']} steps | "
-                  f"SB3-contrib {s['solved_wall']:.2f} s at {s['solved_steps']} steps", flush=True)
+            print(f"solve seed {seed} ({order[0]} first): trpo_ref {o['solved_wall']:.2f} s at {o['solved_steps']} "
+                  f"steps | SB3-contrib {s['solved_wall']:.2f} s at {s['solved_steps']} steps | ratio "
+                  f"{s['solved_wall'] / o['solved_wall']:.2f}", flush=True)
 
     cmd = "python scripts/bench_vs_sb3_train.py" + (" --quick" if args.quick else
                                                     f" --reps {args.reps} --iters {args.iters} "
@@ -674,8 +694,16 @@ def main() -> int:
             f"| steps at the solve | {med([r['solved_steps'] for r in solve_o])} | "
             f"{med([r['solved_steps'] for r in solve_s])} | |",
             "",
-            "Seeds pair the runs, not their luck: the two libraries draw differently, so the steps to solve "
-            "differ run by run; the time per step is the throughput row above.",
+            "| seed | first | trpo_ref s (steps) | SB3-contrib s (steps) | SB3 / ours |",
+            "|---|---|---|---|---|",
+            *(f"| {seed} | {solve_order(seed)[0]} | {o['solved_wall']:.2f} ({o['solved_steps']}) | "
+              f"{s['solved_wall']:.2f} ({s['solved_steps']}) | {r:.2f}× |"
+              for seed, (o, s, r) in enumerate(zip(solve_o, solve_s, r_solve))),
+            "",
+            "Interleaved: each seed's two runs back to back, trpo_ref first on even seeds and SB3-contrib first on "
+            "odd ones; the ratio is taken per seed, and the median (min–max) is over the seeds. Seeds pair the "
+            "runs, not their luck: the two libraries draw differently, so the steps to solve differ run by run; "
+            "the time per step is the throughput row above.",
         ]
     body = "\n".join(lines)
     write_marked_block(md, "train", body, "## Training throughput against SB3-contrib")

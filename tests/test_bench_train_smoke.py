@@ -36,5 +36,9 @@ def test_bench_vs_sb3_train__quick_writes_a_temporary_file_never_docs():
     text = written.read_text()
     assert "<!-- train:begin -->" in text and "| CartPole-v1 |" in text
     assert "BLAS: " in text and "lifted for this process: OPENBLAS_CORETYPE=Haswell" in text
+    # the solve, interleaved seed by seed with the first swapped (cut at 2048 steps: nothing solves)
+    assert re.search(r"^\| 0 \| trpo_ref \| nan \(nan\) \| nan \(nan\) \| nan× \|$", text, re.M)
+    assert re.search(r"^\| 1 \| SB3-contrib \| nan \(nan\) \| nan \(nan\) \| nan× \|$", text, re.M)
+    assert "solve seed 0 (trpo_ref first)" in out.stdout and "solve seed 1 (SB3-contrib first)" in out.stdout
     if importlib.util.find_spec("mujoco") is not None:  # the Hopper-v5 per-env-step budget, tiny
         assert "### Hopper-v5 per-env-step budget" in text and "**ceiling**: SB3 whole iteration" in text

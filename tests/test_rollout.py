@@ -182,8 +182,9 @@ gym.register("TrpoRefBoxEchoShort-v0", entry_point=_BoxEcho, max_episode_steps=7
 @pytest.mark.parametrize("env_id, n_envs, steps", [("CartPole-v1", 3, 700), ("TrpoRefCounter-v0", 2, 23),
                                                    ("TrpoRefBoxEchoShort-v0", 2, 30)])
 def test_direct_steps__same_batch_as_stepping_the_vector_env(env_id, n_envs, steps):
-    # The bare envs' step with the time limit counted in the rollout (VectorRollout._direct_steps) must give
-    # the batch SyncVectorEnv.step gives, bit for bit: same envs, same actions, same seeds.  700 CartPole
+    # The bare envs' step with the time limit counted in the rollout (VectorRollout._direct_steps), and each
+    # env's own reset (VectorRollout._reset), must give the batch SyncVectorEnv.step and .reset give, bit for
+    # bit: same envs, same actions, same seeds.  700 CartPole
     # steps of a random policy end many episodes at different times in the 3 envs (partial resets).
     r = VectorRollout(env_id, n_envs, seed=4)
     if r.discrete:
@@ -195,9 +196,14 @@ def test_direct_steps__same_batch_as_stepping_the_vector_env(env_id, n_envs, ste
     for direct in (True, False):
         r = VectorRollout(env_id, n_envs, seed=4)
         if not direct:
-            r._direct = False  # step through SyncVectorEnv
+            r._direct = False  # step and reset through SyncVectorEnv
         else:
             assert r._direct_steps() is not None
+
+            def vector_reset(**kwargs):
+                raise AssertionError("the direct path resets each env itself, not through SyncVectorEnv.reset")
+
+            r.envs.reset = vector_reset
         batches.append(r.collect(pi, theta, steps, np.random.default_rng(1)))
         r.close()
     for name in ("raw_obs_teo", "act_te", "rew_te", "terminated_te", "truncated_te", "next_obs_teo",

@@ -275,6 +275,72 @@ def test_adam_state__round_trip_through_npz_resumes_exactly(xb, tmp_path):
     assert not np.array_equal(_np(w_a), _np(w_c))
 
 
+def _fit_adam_composed(vf, w, obs, ret, *, epochs, batch_size, lr, rng, state):
+    """fit_adam written out from its parts: per minibatch, the rows taken by index, the generic
+    ValueFunction._loss_and_grad (MLP.forward and MLP.vjp) and Adam.step (one new state per step)."""
+    n = obs.shape[0]
+    perms = [rng.permutation(n) for _ in range(epochs)]
+    for perm in perms:
+        for start in range(0, n, batch_size):
+            idx = perm[start:start + batch_size]
+            _, g = vf._loss_and_grad(w, np.take(obs, idx, axis=0), np.take(ret, idx, axis=0))
+            w, state = state.step(w, g)
+    return w, state
+
+
+@pytest.mark.parametrize("obs_dim, hidden, n, batch_size, dtype", [
+    (4, (64, 64), 2048, 128, np.float64),  # CartPole-v1's critic and schedule
+    (11, (64, 64), 300, 128, np.float64),  # Hopper's obs; a last minibatch of 44 rows
+    (3, (16, 8, 5), 257, 128, np.float64),  # three hidden layers; a last minibatch of one row
+    (2, (), 50, 16, np.float64),  # linear critic (no hidden layer)
+    (5, (32,), 200, 64, np.float32),  # float32
+    (4, (64, 64), 100, 256, np.float64),  # batch larger than N
+])
+def test_fit_adam__numpy_path_is_bit_for_bit_the_generic_pass_and_adam_step(obs_dim, hidden, n, batch_size, dtype):
+    # fit_adam's NumPy loop (value._MinibatchAdamNumpy: buffers, out=, rows gathered per epoch, Adam in
+    # place) must give the same bits as the generic operations it replaces; issue 14 keeps every number of
+    # a seeded run.  Two fits in a row, the second resuming the first's Adam state (t > 0), as training does.
+    from trpo_ref.value import _MinibatchAdamNumpy
+
+    data = np.random.default_rng(obs_dim + n)
+    obs = data.standard_normal((n, obs_dim)).astype(dtype)
+    ret = (3.0 * np.tanh(obs @ data.standard_normal(obs_dim)) + data.standard_normal(n)).astype(dtype)
+    vf = ValueFunction(obs_dim, hidden_sizes=hidden)
+    w0 = vf.init_params(1, dtype=dtype)
+    w0_copy = w0.copy()
+    state0 = Adam.init(w0, lr=3e-3, eps=1e-5)
+    assert _MinibatchAdamNumpy.applies(vf, w0, obs, ret, state0)  # the path under test is the one taken
+    w, state, w_ref, state_ref = w0, state0, w0, state0
+    for fit in range(2):
+        w, info = fit_adam(vf, w, obs, ret, epochs=3, batch_size=batch_size, lr=3e-3,
+                           rng=np.random.default_rng(fit), state=state)
+        state = info.state
+        w_ref, state_ref = _fit_adam_composed(vf, w_ref, obs, ret, epochs=3, batch_size=batch_size, lr=3e-3,
+                                              rng=np.random.default_rng(fit), state=state_ref)
+        assert w.dtype == dtype and state.m.dtype == dtype
+        assert w.tobytes() == w_ref.tobytes()
+        assert state.m.tobytes() == state_ref.m.tobytes() and state.v.tobytes() == state_ref.v.tobytes()
+        assert state.t == state_ref.t == (fit + 1) * 3 * math.ceil(n / batch_size) == info.n_steps * (fit + 1)
+        assert info.loss_after == backend.to_float(vf.loss(w_ref, obs, ret))
+    assert not np.array_equal(w, w0)  # it did move
+    np.testing.assert_array_equal(w0, w0_copy)  # the caller's weights are left as they were
+    np.testing.assert_array_equal(state0.m, np.zeros_like(w0))
+
+
+def test_fit_adam__relu_critic_takes_the_generic_loop_with_the_same_numbers():
+    from trpo_ref.value import _MinibatchAdamNumpy
+
+    obs, ret = _regression_problem(n=70)
+    vf = ValueFunction(2, hidden_sizes=(8, 8), activation="relu")
+    w0 = vf.init_params(0)
+    state = Adam.init(w0)
+    assert not _MinibatchAdamNumpy.applies(vf, w0, obs, ret, state)
+    w, info = fit_adam(vf, w0, obs, ret, epochs=2, batch_size=32, lr=1e-3, rng=np.random.default_rng(3))
+    w_ref, state_ref = _fit_adam_composed(vf, w0, obs, ret, epochs=2, batch_size=32, lr=1e-3,
+                                          rng=np.random.default_rng(3), state=state)
+    assert w.tobytes() == w_ref.tobytes() and info.state.v.tobytes() == state_ref.v.tobytes()
+
+
 def test_fit_adam__lr_argument_replaces_the_states_lr():
     # as SB3 resets the optimizer's lr from its schedule on every update
     obs, ret = _regression_problem(n=8)

