@@ -25,8 +25,11 @@ CHILD = r'''
 import hashlib, json, sys, time
 tree, fits = sys.argv[1], int(sys.argv[2])
 sys.path.insert(0, tree)
+from pathlib import Path
 import numpy as np
+import trpo_ref
 from trpo_ref.value import ValueFunction, fit_adam, Adam
+assert Path(trpo_ref.__file__).resolve().is_relative_to(Path(tree).resolve()), trpo_ref.__file__
 out = {}
 for name, obs_dim, epochs in (("CartPole-v1", 4, 10), ("Hopper-v5", 11, 20)):
     data = np.random.default_rng(0)

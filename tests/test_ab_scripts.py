@@ -1,5 +1,5 @@
 """The A/B scripts of issue 14 (scripts/ab_train_exact.py, scripts/ab_critic_fit.py): they run, they call two
-identical trees identical, and ab_train_exact.py calls a tree that rounds one operation differently different."""
+identical trees identical, and they call a tree that rounds one operation differently different."""
 
 from __future__ import annotations
 
@@ -24,12 +24,8 @@ def _tree(tmp_path, name):
 
 
 def test_ab_train_exact__identical_trees_pass_and_a_rounding_change_fails(tmp_path):
-    base, same, changed = _tree(tmp_path, "base"), _tree(tmp_path, "same"), _tree(tmp_path, "changed")
-    value = changed / "trpo_ref" / "value.py"
-    text = value.read_text()
-    old = "tmp_p /= math.sqrt(1.0 - beta2 ** t)"  # √v/√(1−β₂ᵗ) ...
-    assert text.count(old) == 1
-    value.write_text(text.replace(old, "tmp_p *= 1.0 / math.sqrt(1.0 - beta2 ** t)"))  # ... × 1/√(1−β₂ᵗ)
+    base, same = _tree(tmp_path, "base"), _tree(tmp_path, "same")
+    changed = _round_adam_differently(_tree(tmp_path, "changed"))
     ok = _run("ab_train_exact.py", base, same, "--cartpole-iters", 2, "--hopper-iters", 0)
     assert ok.returncode == 0, ok.stdout + ok.stderr[-2000:]
     assert ok.stdout.count("identical") == 3 and "DIFFERENT" not in ok.stdout
@@ -38,8 +34,21 @@ def test_ab_train_exact__identical_trees_pass_and_a_rounding_change_fails(tmp_pa
     assert "checkpoint.npz: DIFFERENT" in bad.stdout and "'w'" in bad.stdout
 
 
-def test_ab_critic_fit__runs_and_finds_two_identical_trees_identical(tmp_path):
+def _round_adam_differently(tree):
+    value = tree / "trpo_ref" / "value.py"
+    text = value.read_text()
+    old = "tmp_p /= math.sqrt(1.0 - beta2 ** t)"  # √v/√(1−β₂ᵗ) ...
+    assert text.count(old) == 1
+    value.write_text(text.replace(old, "tmp_p *= 1.0 / math.sqrt(1.0 - beta2 ** t)"))  # ... × 1/√(1−β₂ᵗ)
+    return tree
+
+
+def test_ab_critic_fit__identical_trees_pass_and_a_rounding_change_fails(tmp_path):
     out = _run("ab_critic_fit.py", _tree(tmp_path, "a"), _tree(tmp_path, "b"), "--reps", 1, "--fits", 1)
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
     assert out.stdout.count("weights and moments identical") == 2
     assert "CartPole-v1: base" in out.stdout and "Hopper-v5: base" in out.stdout
+    changed = _round_adam_differently(_tree(tmp_path, "changed"))
+    bad = _run("ab_critic_fit.py", tmp_path / "a", changed, "--reps", 1, "--fits", 1)
+    assert bad.returncode == 1, bad.stdout + bad.stderr[-2000:]
+    assert bad.stdout.count("weights and moments DIFFERENT") == 2

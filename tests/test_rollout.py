@@ -212,6 +212,45 @@ def test_direct_steps__same_batch_as_stepping_the_vector_env(env_id, n_envs, ste
     assert len(batches[0].episode_lengths) > 0
 
 
+class _Float32SpaceFloat64Obs(gym.Env):
+    """A float32 Box whose reset and step hand back float64 observations (gymnasium's checker only warns)."""
+
+    observation_space = gym.spaces.Box(-5.0, 5.0, (3,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self.np_random.standard_normal(3) / 3, {}  # float64, not representable in float32
+
+    def step(self, action):
+        self._t += 1
+        return self.np_random.standard_normal(3) / 3, 1.0, self._t % 7 == 0, False, {}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the passive checker's dtype warning is the point
+def test_direct_steps__round_observations_to_the_space_dtype_as_the_vector_env_does():
+    # SyncVectorEnv batches observations in the space's dtype (float32 here) before the rollout's
+    # float64 copy; the direct step and reset must round them the same way (they once wrote the
+    # env's float64 values straight in: ~2e-8 apart).
+    if "Float32SpaceFloat64Obs-v0" not in gym.registry:
+        gym.register("Float32SpaceFloat64Obs-v0", entry_point=_Float32SpaceFloat64Obs, max_episode_steps=50)
+    pi = CategoricalMLPPolicy(3, 2)
+    batches = []
+    for direct in (True, False):
+        r = VectorRollout("Float32SpaceFloat64Obs-v0", 2, seed=3)
+        if direct:
+            assert r._direct_steps() is not None
+        else:
+            r._direct = False
+        batches.append(r.collect(pi, pi.init_params(0), 30, np.random.default_rng(0)))
+        r.close()
+    for name in ("raw_obs_teo", "next_obs_teo", "act_te", "episode_lengths"):
+        np.testing.assert_array_equal(getattr(batches[0], name), getattr(batches[1], name), err_msg=name)
+    assert np.array_equal(batches[0].raw_obs_teo, batches[0].raw_obs_teo.astype(np.float32))  # rounded
+    assert len(batches[0].episode_lengths) > 0  # resets happened inside the rollout
+
+
 def test_direct_steps__other_wrappers_step_through_the_vector_env():
     r = VectorRollout("CartPole-v1", 1, seed=0, env_kwargs={"sutton_barto_reward": True})
     assert r._direct_steps() is not None  # env kwargs are not wrappers

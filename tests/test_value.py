@@ -327,6 +327,29 @@ def test_fit_adam__numpy_path_is_bit_for_bit_the_generic_pass_and_adam_step(obs_
     np.testing.assert_array_equal(state0.m, np.zeros_like(w0))
 
 
+def test_adam__numpy_scalar_state_keeps_float32_weights_float32_on_both_paths():
+    # A state whose t and hyperparameters are NumPy scalars (np.int64 is what a checkpoint's array
+    # holds) is stored as Python numbers: otherwise NumPy 2 promotes the generic loop's float32
+    # weights to float64 while the in-place NumPy loop stays float32 (the two then differ ~7e-8).
+    from trpo_ref.value import _MinibatchAdamNumpy
+
+    obs, ret = _regression_problem(n=70)
+    obs, ret = obs.astype(np.float32), ret.astype(np.float32)
+    vf = ValueFunction(2, hidden_sizes=(8, 8))
+    w0 = vf.init_params(0, dtype=np.float32)
+    base = Adam.init(w0)
+    state = Adam(base.m, base.v, t=np.int64(3), lr=np.float64(1e-3), beta1=np.float64(0.9),
+                 beta2=np.float64(0.999), eps=np.float64(1e-8))
+    assert [type(x) for x in (state.t, state.lr, state.beta1, state.beta2, state.eps)] == [int] + [float] * 4
+    assert _MinibatchAdamNumpy.applies(vf, w0, obs, ret, state)
+    w, info = fit_adam(vf, w0, obs, ret, epochs=2, batch_size=32, lr=1e-3, rng=np.random.default_rng(3),
+                       state=state)
+    w_ref, state_ref = _fit_adam_composed(vf, w0, obs, ret, epochs=2, batch_size=32, lr=1e-3,
+                                          rng=np.random.default_rng(3), state=state)
+    assert w.dtype == w_ref.dtype == np.float32
+    assert w.tobytes() == w_ref.tobytes() and info.state.v.tobytes() == state_ref.v.tobytes()
+
+
 def test_fit_adam__relu_critic_takes_the_generic_loop_with_the_same_numbers():
     from trpo_ref.value import _MinibatchAdamNumpy
 

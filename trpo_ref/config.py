@@ -264,7 +264,7 @@ def checked_fields(cls, d) -> dict:
         raise ValueError(f"{cls.__name__}.from_dict needs a dict, got {type(d).__name__}")
     unknown = set(d) - {f.name for f in fields(cls)}
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown, key=repr)}")
     return dict(d)
 
 

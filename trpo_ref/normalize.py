@@ -40,6 +40,10 @@ class RunningMeanStd:
 
     After updates with batches :math:`B_1, \dots, B_k`, ``mean`` and ``var``
     equal ``np.mean`` and ``np.var`` of their concatenation (to rounding).
+    Each update (and a load) *replaces* ``mean`` and ``var`` with new arrays and
+    never writes into them: :class:`ObsNormalizer` keeps √(var + eps) until
+    ``var`` is another array, so code that edits ``var`` in place must assign
+    a new array instead.
 
     Parameters
     ----------

@@ -300,6 +300,10 @@ class VectorRollout:
         self.ep_len_e = np.zeros(self.n_envs, dtype=np.int64)
         self.ep_actions: list[list[np.ndarray]] = [[] for _ in range(self.n_envs)]
         self._direct = None  # see _direct_steps
+        # A direct step or reset rounds each observation to the space's dtype, as SyncVectorEnv's
+        # batch does before the float64 copy (None: float64 already, nothing to round).
+        obs_dtype = np.dtype(self.envs.single_observation_space.dtype)
+        self._obs_cast = None if obs_dtype == np.float64 else obs_dtype
 
     # ------------------------------------------------------------ fast stepping
     def _direct_steps(self):
@@ -361,8 +365,9 @@ class VectorRollout:
         are stepped directly (:meth:`_direct_steps`), each is reset the same way directly, by
         the call ``SyncVectorEnv.reset`` would make (the env with its wrappers, the same seed,
         ``options`` None for all envs and ``{}`` for a masked reset), without the vector env's
-        own bookkeeping (a CartPole ``_reset``: 100 against 81 µs, measured); its observation goes
-        straight into the float64 rows, as a direct step's does.  The vector env's own state
+        own bookkeeping (a CartPole ``_reset``: 100 against 81 µs, measured); its observation is
+        rounded to the observation space's dtype (as the vector env's batch is) and copied into the
+        float64 rows, as a direct step's is.  The vector env's own state
         (its last observations, its autoreset flags) is then not updated: with direct steps
         nothing reads it, and :meth:`load_state_dict` resets it whole.
         """
@@ -376,8 +381,10 @@ class VectorRollout:
                 obs = np.where(np.asarray(mask_e)[:, None], obs, keep_eo)
         else:
             obs = np.empty((self.n_envs, self.obs_dim)) if every else np.array(keep_eo, dtype=np.float64)
+            cast = self._obs_cast
             for i in np.flatnonzero(mask_e):
-                obs[i], _ = self.envs.envs[i].reset(seed=seeds[i], options=None if every else {})
+                o, _ = self.envs.envs[i].reset(seed=seeds[i], options=None if every else {})
+                obs[i] = o if cast is None else np.asarray(o, cast)
         self.ep_return_e[mask_e] = 0.0
         self.ep_len_e[mask_e] = 0
         for i in np.flatnonzero(mask_e):
@@ -433,6 +440,7 @@ class VectorRollout:
         ep_len = [int(n) for n in self.ep_len_e]
         ep_ret = [float(r) for r in self.ep_return_e]
         limits = [limit for _, limit in direct] if direct is not None else None
+        cast = self._obs_cast
 
         for t in range(T):
             raw_obs_teo[t] = obs_eo
@@ -448,7 +456,8 @@ class VectorRollout:
             else:  # each env's own step, TimeLimit counted here (see _direct_steps)
                 rew_e, done_e = [], []
                 for i, (step_i, _) in enumerate(direct):
-                    next_raw_teo[t, i], rew, term, trunc, _ = step_i(env_act[i])
+                    o, rew, term, trunc, _ = step_i(env_act[i])
+                    next_raw_teo[t, i] = o if cast is None else np.asarray(o, cast)
                     trunc = trunc or (limits[i] is not None and ep_len[i] + 1 >= limits[i])
                     rew_te[t, i], term_te[t, i], trunc_te[t, i] = rew, term, trunc
                     rew_e.append(float(rew))

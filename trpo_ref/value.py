@@ -407,6 +407,10 @@ class Adam:
                 raise ValueError(f"Adam {name} must be in [0, 1), got {getattr(self, name)!r}")
         if not (math.isfinite(self.eps) and self.eps >= 0):
             raise ValueError(f"Adam eps must be a finite number >= 0, got {self.eps!r}")
+        # Python numbers from here on: a NumPy scalar (np.int64 t, np.float64 lr) is a "strong" type
+        # under NumPy 2 and would turn float32 weights into float64 in the update.
+        for name, kind in (("t", int), ("lr", float), ("beta1", float), ("beta2", float), ("eps", float)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
 
     @classmethod
     def init(cls, w_p, *, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> "Adam":
@@ -692,15 +696,15 @@ class _MinibatchAdamNumpy:
         w_p, g_p, tmp_p = self.w_p, self.grad_p, self.tmp_p
         m_p, v_p, t = np.array(state.m, copy=True), np.array(state.v, copy=True), state.t
         beta1, beta2, eps, lr = state.beta1, state.beta2, state.eps, state.lr
-        obs_e = np.empty_like(obs_no)
-        ret_e = np.empty_like(ret_n)
+        obs_perm_no = np.empty(obs_no.shape, obs_no.dtype)  # C order, as np.take gives the generic loop
+        ret_perm_n = np.empty(ret_n.shape, ret_n.dtype)
         n_steps = 0
         for perm in perm_host:
-            np.take(obs_no, perm, axis=0, out=obs_e)  # this epoch's rows in its order, once
-            np.take(ret_n, perm, axis=0, out=ret_e)
+            np.take(obs_no, perm, axis=0, out=obs_perm_no)  # this epoch's rows in its order, once
+            np.take(ret_n, perm, axis=0, out=ret_perm_n)
             for start in range(0, n, rows):
                 stop = min(start + rows, n)
-                self.grad(obs_e[start:stop], ret_e[start:stop])
+                self.grad(obs_perm_no[start:stop], ret_perm_n[start:stop])
                 t += 1
                 # fit_adam's update, operation by operation
                 np.subtract(g_p, m_p, out=tmp_p)
