@@ -15,11 +15,11 @@ children).
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
+from abrun import child_env, order
 
 CHILD = r'''
 import hashlib, json, sys, time
@@ -59,13 +59,10 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--fits", type=int, default=5)
     args = ap.parse_args(argv)
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "PYTHONPATH"):
-        env.pop(var, None)
+    env = child_env()
     res = {"base": [], "head": []}
     for r in range(args.reps):
-        order = ("base", "head") if r % 2 == 0 else ("head", "base")
-        for name in order:
+        for name in order(r):
             p = subprocess.run([sys.executable, "-c", CHILD, getattr(args, name), str(args.fits)], env=env,
                                check=True, capture_output=True, text=True)
             res[name].append(json.loads(p.stdout))

@@ -13,11 +13,11 @@ The table gives the medians over rounds and the per-round ratio head/base, media
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
+from abrun import child_env, order
 
 CHILD = r'''
 import json, sys, time, numpy as np
@@ -59,15 +59,10 @@ def main(argv=None) -> int:
     ap.add_argument("head")
     ap.add_argument("--rounds", type=int, default=15)
     args = ap.parse_args(argv)
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    env["OPENBLAS_NUM_THREADS"] = "1"
     res = {"base": [], "head": []}
     for r in range(args.rounds):
-        order = [("base", args.base), ("head", args.head)]
-        if r % 2:
-            order.reverse()
-        for name, tree in order:
-            out = subprocess.run([sys.executable, "-c", CHILD], env=dict(env, PYTHONPATH=tree), capture_output=True,
+        for name in order(r):
+            out = subprocess.run([sys.executable, "-c", CHILD], env=child_env(getattr(args, name)), capture_output=True,
                                  text=True, cwd="/", check=True)
             res[name].append(json.loads(out.stdout))
     print(f"{'case':34s} {'base µs':>9s} {'head µs':>9s}  head/base median (min-max), {args.rounds} rounds")

@@ -106,17 +106,16 @@ def main(argv=None) -> int:
 
 
 def _time(args, tmp: Path) -> None:
-    import os
-
     import numpy as np
+    from abrun import child_env, order
 
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = child_env()
     for env_id, iters in (("CartPole-v1", args.cartpole_iters), ("Hopper-v5", args.hopper_iters)):
         if iters < 2:
             continue
         ms = {"base": [], "head": []}
         for rep in range(args.time_reps):
-            for name in (("base", "head") if rep % 2 == 0 else ("head", "base")):
+            for name in order(rep):
                 out = tmp / f"time-{name}-{env_id}-{rep}"
                 subprocess.run([sys.executable, "-c", CHILD, getattr(args, name), str(out), env_id, str(iters),
                                 str(args.seed)], check=True, env=env)
