@@ -208,7 +208,8 @@ def gae(rew_te, val_te, next_val_te, terminated_te, truncated_te, gamma: float, 
     return adv_te, adv_te + val_te                                                 # R̂_t = Â_t + V(s_t)
 
 
-#: Up to this many envs, host float64 GAE runs its recursion on Python floats (see _gae_scan_host).
+#: Up to this many envs, host float64 GAE runs its recursion on Python floats (see _gae_scan_host);
+#: :meth:`trpo_ref.normalize.RewardScaler.scale` uses the same bound for its running returns.
 _HOST_SCAN_MAX_ENVS = 16
 
 

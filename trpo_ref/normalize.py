@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RunningMeanStd", "ObsNormalizer", "RewardScaler"]
+from .advantages import _HOST_SCAN_MAX_ENVS  # one bound for both Python-float recursions
 
-#: Up to this many envs, :meth:`RewardScaler.scale` runs its recursion on Python floats (as
-#: :func:`trpo_ref.advantages.gae` does on the host up to the same number).
-_PY_SCAN_MAX_ENVS = 16
+__all__ = ["RunningMeanStd", "ObsNormalizer", "RewardScaler"]
 
 
 class RunningMeanStd:
@@ -236,7 +234,7 @@ class RewardScaler:
         """
         rew_te = np.asarray(rew_te, dtype=np.float64)
         done_te = np.asarray(done_te, dtype=bool)
-        if rew_te.ndim == 2 and rew_te.shape[1] <= _PY_SCAN_MAX_ENVS and self.ret_e.shape == rew_te.shape[1:]:
+        if rew_te.ndim == 2 and rew_te.shape[1] <= _HOST_SCAN_MAX_ENVS and self.ret_e.shape == rew_te.shape[1:]:
             g_te, self.ret_e = self._returns_python(rew_te, done_te)
         else:
             g_te = np.empty_like(rew_te)
