@@ -698,7 +698,6 @@ class _MinibatchAdamNumpy:
         beta1, beta2, eps, lr = state.beta1, state.beta2, state.eps, state.lr
         obs_perm_no = np.empty(obs_no.shape, obs_no.dtype)  # C order, as np.take gives the generic loop
         ret_perm_n = np.empty(ret_n.shape, ret_n.dtype)
-        n_steps = 0
         for perm in perm_host:
             np.take(obs_no, perm, axis=0, out=obs_perm_no)  # this epoch's rows in its order, once
             np.take(ret_n, perm, axis=0, out=ret_perm_n)
@@ -720,8 +719,7 @@ class _MinibatchAdamNumpy:
                 np.divide(m_p, tmp_p, out=tmp_p)
                 tmp_p *= lr / (1.0 - beta1 ** t)
                 w_p -= tmp_p  # w − α m̂ / (√v̂ + ε)
-                n_steps += 1
-        return w_p, dataclasses.replace(state, m=m_p, v=v_p, t=t), n_steps
+        return w_p, dataclasses.replace(state, m=m_p, v=v_p, t=t), t - state.t
 
 
 # ----------------------------------------------------------- explained variance
