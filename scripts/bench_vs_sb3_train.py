@@ -382,7 +382,13 @@ def hopper_budget(env_id: str, reps: int, n_steps: int | None = None, seed: int 
     (c, e) trpo_ref: one ``Trainer.step`` (the table's settings): its rollout stage
         (``VectorRollout.collect``, the normaliser updates) and the whole step;
     (d, e) SB3-contrib: ``collect_rollouts`` and then ``train()`` (``learn``'s loop body without
-        ``dump_logs``) on a model built by :func:`sb3_model`.
+        ``dump_logs``) on a model built by :func:`sb3_model`;
+    (f) *trpo_ref's matrix products alone*: the bare matrix products (:func:`linear_algebra_floor`) of
+        that repetition's update, as many FVPs as its CG and β actually made, and of the critic's
+        ``critic_epochs`` × ⌈S / ``critic_batch_size``⌉ minibatch forward and backward passes: what
+        the update costs with no Python, no elementwise work and no allocation.  The smaller
+        products (θ_old's forward, the gradient, the line search, the critic's values for GAE) are
+        left out, so (f) is a lower bound.
 
     trpo_ref and SB3 swap order every repetition.  The first repetition is warm-up and left out
     (unless there is only one).  Returns the per-step µs of each quantity per repetition.
@@ -435,9 +441,11 @@ def hopper_budget(env_id: str, reps: int, n_steps: int | None = None, seed: int 
     callback = model._init_callback(None)
     callback.on_training_start(locals(), globals())
 
-    def ours() -> tuple[float, float]:
+    def ours() -> tuple[float, float, int]:
         rec = trainer.step()
-        return rec.seconds["rollout"], sum(rec.seconds.values())
+        info = rec.info
+        n_fvp = len(info.fisher_products) + (info.Fx is not None) + (info.Fx0 is not None)
+        return rec.seconds["rollout"], sum(rec.seconds.values()), n_fvp
 
     def sb3() -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -446,8 +454,10 @@ def hopper_budget(env_id: str, reps: int, n_steps: int | None = None, seed: int 
         model.train()
         return t1 - t0, time.perf_counter() - t0
 
-    keys = ("physics", "bare", "bare_resets", "ours_rollout", "ours_iter", "sb3_rollout", "sb3_iter")
+    fvp_floor, critic_floor = linear_algebra_floor(trainer, S)
+    keys = ("physics", "bare", "bare_resets", "ours_rollout", "ours_iter", "sb3_rollout", "sb3_iter", "algebra")
     out = {k: [] for k in keys}
+    n_fvps = []
     with threadpool_limits(limits=1, user_api="blas"):
         for rep in range(reps):
             ph = physics()
@@ -456,15 +466,61 @@ def hopper_budget(env_id: str, reps: int, n_steps: int | None = None, seed: int 
                 o, s3 = ours(), sb3()
             else:
                 s3, o = sb3(), ours()
+            *o, n_fvp = o
+            algebra = timed(fvp_floor) * n_fvp + timed(critic_floor)
             if rep == 0 and reps > 1:
                 continue
-            for k, v in zip(keys, (ph, b_step, b_step + b_reset, *o, *s3)):
+            n_fvps.append(n_fvp)
+            for k, v in zip(keys, (ph, b_step, b_step + b_reset, *o, *s3, algebra)):
                 out[k].append(v / S * 1e6)
     trainer.close()
     model.env.close()
     env.close()
     return {"per_step_us": out, "frame_skip": frame_skip, "steps": S, "n_envs": cfg.n_envs,
-            "n_steps": cfg.n_steps, "pairs": len(out["physics"])}
+            "n_steps": cfg.n_steps, "pairs": len(out["physics"]), "n_fvps": n_fvps,
+            "critic_minibatches": cfg.critic_epochs * -(-S // min(cfg.critic_batch_size, S))}
+
+
+def timed(fn) -> float:
+    """Seconds of one call of ``fn``."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def linear_algebra_floor(trainer, n_rows: int):
+    """(one FVP's bare matrix products, the critic fit's bare matrix products) of ``trainer``, as callables.
+
+    The FVP's are scripts/bench.py's :func:`matmul_floor` on the trainer's policy network, ``n_rows``
+    samples (the batch; the presets here use all of it for the Fisher).  The critic's are, for each of
+    ``critic_epochs`` × ⌈n_rows / B⌉ minibatches (B = ``critic_batch_size``, at most ``n_rows``), every
+    layer's ``h W`` (forward), ``hᵀ z̄`` and, but for the first layer, ``z̄ Wᵀ`` (backward) on B rows.  Operands
+    are precomputed in the trainer's dtype, so only the products are timed.
+    """
+    from bench import matmul_floor  # scripts/ is sys.path[0]
+
+    cfg = trainer.cfg
+    rng = np.random.default_rng(3)
+    theta = np.asarray(trainer.theta)
+    obs = rng.standard_normal((n_rows, trainer.rollout.obs_dim)).astype(theta.dtype)
+    fvp_floor = matmul_floor(trainer.policy.mlp, theta, obs, rng)
+    mb = min(cfg.critic_batch_size, n_rows)
+    n_minibatches = cfg.critic_epochs * -(-n_rows // mb)
+    w = np.asarray(trainer.w)
+    _, cache = trainer.vf.mlp.forward(w, obs[:mb])
+    hs, Ws = cache.inputs, cache.weights
+    z_bars = [rng.standard_normal((mb, W.shape[1])).astype(w.dtype) for W in Ws]
+
+    def critic_floor():
+        for _ in range(n_minibatches):
+            for h, W in zip(hs, Ws):
+                h @ W
+            for l, (h, W, z_bar) in enumerate(zip(hs, Ws, z_bars)):
+                h.T @ z_bar
+                if l > 0:
+                    z_bar @ W.T
+
+    return fvp_floor, critic_floor
 
 
 def budget_lines(env_id: str, b: dict) -> list[str]:
@@ -483,6 +539,10 @@ def budget_lines(env_id: str, b: dict) -> list[str]:
         ("(d) SB3-contrib `collect_rollouts`", "sb3_rollout"),
         ("(e) trpo_ref whole iteration (`Trainer.step`)", "ours_iter"),
         ("(e) SB3-contrib whole iteration (`collect_rollouts` + `train()`)", "sb3_iter"),
+        ("(f) trpo_ref's update as bare matrix products, a lower bound: its FVPs "
+         f"(median {np.median(b['n_fvps']):.0f} per update, {min(b['n_fvps'])}–{max(b['n_fvps'])}, as its CG and β "
+         f"made them) and the critic's "
+         f"{b['critic_minibatches']} minibatch passes", "algebra"),
     ]
     share = lambda a, b_: med(100 * us[a] / us[b_])  # noqa: E731
     # From the medians, not rep by rep: (b′) and an iteration are timed seconds apart, and a loaded
@@ -512,12 +572,16 @@ def budget_lines(env_id: str, b: dict) -> list[str]:
         f"| **ceiling**: SB3 whole iteration ÷ physics floor | {med(us['sb3_iter'] / us['physics'])}× |",
         f"| **ceiling**: SB3 whole iteration ÷ bare env step | {med(us['sb3_iter'] / us['bare'])}× |",
         f"| **ceiling**: SB3 whole iteration ÷ (bare env step + resets) | {med(us['sb3_iter'] / us['bare_resets'])}× |",
+        "| **ceiling with the update's matrix products**: SB3 whole iteration ÷ ((b′) + (f)) "
+        f"| {med(us['sb3_iter'] / (us['bare_resets'] + us['algebra']))}× |",
         "| the trainers' own work: SB3 / trpo_ref, each whole iteration less (b′), from the medians above "
         f"| {own_work:.1f}× |",
         "",
         "A ceiling is the SB3 / ours ratio an implementation would reach if its whole iteration cost only that "
         "floor per env step (nothing for the policy, the update, the critic): no implementation stepping the "
-        "same env on one core can exceed it. The last row takes the env's own cost (b′) out of both "
+        "same env on one core can exceed it. The last ceiling adds (f), the matrix products trpo_ref's "
+        "update cannot do without at these settings and dtype: no trpo_ref iteration, however lean its "
+        "Python and elementwise work, can exceed it. The last row takes the env's own cost (b′) out of both "
         "iterations: what each library adds per env step (its policy, wrappers, update and critic).",
     ]
     return lines

@@ -42,3 +42,8 @@ def test_bench_vs_sb3_train__quick_writes_a_temporary_file_never_docs():
     assert "solve seed 0 (trpo_ref first)" in out.stdout and "solve seed 1 (SB3-contrib first)" in out.stdout
     if importlib.util.find_spec("mujoco") is not None:  # the Hopper-v5 per-env-step budget, tiny
         assert "### Hopper-v5 per-env-step budget" in text and "**ceiling**: SB3 whole iteration" in text
+        # (f): the update's bare matrix products, counted from the update's own FVPs (≥ 1 CG product and β's)
+        f_row = re.search(r"^\| \(f\) trpo_ref's update as bare matrix products.*\(median (\d+) per update.*"
+                          r"the critic's (\d+) minibatch passes \| ([0-9.]+) \|$", text, re.M)
+        assert f_row and int(f_row.group(1)) >= 2 and int(f_row.group(2)) >= 1 and float(f_row.group(3)) > 0
+        assert "**ceiling with the update's matrix products**" in text
