@@ -387,9 +387,8 @@ def hopper_budget(env_id: str, reps: int, n_steps: int | None = None, seed: int 
         that repetition's update, as many FVPs as its CG and β actually made, and of the critic's
         ``critic_epochs`` × ⌈S / ``critic_batch_size``⌉ minibatch forward and backward passes, each
         the fastest of 3 calls: what the update costs with no Python, no elementwise work and no
-        allocation.  The smaller
-        products (θ_old's forward, the gradient, the line search, the critic's values for GAE) are
-        left out, so (f) is a lower bound.
+        allocation.  The smaller products (θ_old's forward, the gradient, the line search, the
+        critic's values for GAE) are left out, so (f) is a lower bound.
 
     trpo_ref and SB3 swap order every repetition.  The first repetition is warm-up and left out
     (unless there is only one).  Returns the per-step µs of each quantity per repetition.
@@ -453,7 +452,7 @@ def hopper_budget(env_id: str, reps: int, n_steps: int | None = None, seed: int 
         model.train()
         return t1 - t0, time.perf_counter() - t0
 
-    fvp_floor, critic_floor = linear_algebra_floor(trainer, S)
+    fvp_floor, critic_floor, critic_minibatches = linear_algebra_floor(trainer, S)
     keys = ("physics", "bare", "bare_resets", "ours_rollout", "ours_iter", "sb3_rollout", "sb3_iter", "algebra")
     out = {k: [] for k in keys}
     n_fvps = []
@@ -477,7 +476,7 @@ def hopper_budget(env_id: str, reps: int, n_steps: int | None = None, seed: int 
     env.close()
     return {"per_step_us": out, "frame_skip": frame_skip, "steps": S, "n_envs": cfg.n_envs,
             "n_steps": cfg.n_steps, "pairs": len(out["physics"]), "n_fvps": n_fvps,
-            "critic_minibatches": cfg.critic_epochs * -(-S // cfg.critic_batch_size)}
+            "critic_minibatches": critic_minibatches}
 
 
 def best_of(fn, k: int = 3) -> float:
@@ -491,7 +490,7 @@ def best_of(fn, k: int = 3) -> float:
 
 
 def linear_algebra_floor(trainer, n_rows: int):
-    """(one FVP's bare matrix products, the critic fit's bare matrix products) of ``trainer``, as callables.
+    """(one FVP's bare matrix products, the critic fit's bare matrix products, as callables; the fit's minibatches).
 
     The FVP's are scripts/bench.py's :func:`matmul_floor` on the trainer's policy network, ``n_rows``
     samples (the batch; the presets here use all of it for the Fisher).  The critic's are those of
@@ -527,7 +526,7 @@ def linear_algebra_floor(trainer, n_rows: int):
                     if l > 0:
                         z_bar @ W.T
 
-    return fvp_floor, critic_floor
+    return fvp_floor, critic_floor, cfg.critic_epochs * len(sizes)
 
 
 def budget_lines(env_id: str, b: dict) -> list[str]:
